@@ -1,0 +1,5 @@
+//! Command line parsing.
+
+pub fn main() -> i32 {
+    0
+}

@@ -1,0 +1,13 @@
+//! postling: a small, synchronous, single-binary mail transfer agent.
+//!
+//! Data flows one way: socket → server (mio loop) → `smtp::Session` → spool →
+//! delivery. The protocol cores (`smtp`) never touch a socket, a file or the clock.
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod local;
+pub mod server;
+pub mod smtp;
+pub mod spool;
+pub mod time;

@@ -1,0 +1,1 @@
+//! Which local parts exist (RCPT check).

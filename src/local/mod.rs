@@ -1,0 +1,4 @@
+//! Local recipients: aliases, system users and Maildirs.
+
+pub mod aliases;
+pub mod directory;

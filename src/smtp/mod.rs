@@ -1,0 +1,10 @@
+//! The SMTP protocol vocabulary shared by the server session and (later) the client.
+//! Nothing in here touches a socket, a file or the clock.
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod reply;
+pub mod session;
+
+pub use reply::Reply;

@@ -1,0 +1,1 @@
+//! The SMTP server session: a sans-I/O state machine.

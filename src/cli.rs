@@ -1,5 +1,286 @@
-//! Command line parsing.
+//! The command line: argv[0] dispatch (`sendmail`, `mailq`, `newaliases` are links to
+//! the one binary, as busybox does) and one getopts table per subcommand.
+//! Every subcommand returns a sysexits.h code; errors are one line on stderr.
+
+use std::path::Path;
+
+use getopts::Options;
+
+use crate::config::{self, Config};
+use crate::exit;
+use crate::local::aliases::Aliases;
+use crate::spool::{listing, QueueId, Spool};
+
+const USAGE: &str = "usage: postling COMMAND [options]
+
+  serve   [-c FILE]            run the daemon in the foreground
+  flush   [-c FILE]            one delivery pass over the whole queue, then exit
+  queue   [-c FILE] [--json]   list the queue
+  queue   [-c FILE] -d ID|ALL  remove a message (ALL: every message)
+  send    [-c FILE] [sendmail options] [RECIPIENT...]
+                               submit a message read from stdin
+  check   [-c FILE]            validate the configuration and print the effective settings
+  resolve [-c FILE] DOMAIN     print the hosts and addresses delivery would try
+  passwd  [NAME]               read a password, print a NAME:$6$... line for the users file
+  --help | --version
+
+The configuration file is -c FILE, else $POSTLING_CONFIG, else /etc/postling.conf.
+Invoked as sendmail it is 'postling send', as mailq 'postling queue', as newaliases it
+validates the aliases file. Logging goes to stderr; RUST_LOG sets the level (default info).";
 
 pub fn main() -> i32 {
-    0
+    let args: Vec<String> = std::env::args().collect();
+    init_logging();
+    let argv0 = args
+        .first()
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default()
+        .unwrap_or_default();
+    let rest = args.get(1..).unwrap_or(&[]);
+    match argv0.as_str() {
+        "sendmail" => not_yet("sendmail"),
+        "mailq" => queue(rest),
+        "newaliases" => newaliases(rest),
+        _ => postling(rest),
+    }
+}
+
+fn postling(args: &[String]) -> i32 {
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return exit::USAGE;
+    };
+    let rest = &args[1..];
+    match cmd.as_str() {
+        "serve" => serve(rest),
+        "check" => check(rest),
+        "queue" => queue(rest),
+        "flush" => not_yet("flush"),
+        "send" => not_yet("send"),
+        "resolve" => not_yet("resolve"),
+        "passwd" => not_yet("passwd"),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            exit::OK
+        }
+        "-V" | "--version" | "version" => {
+            println!("postling {}", env!("CARGO_PKG_VERSION"));
+            exit::OK
+        }
+        other => {
+            eprintln!("postling: unknown command '{other}' (see postling --help)");
+            exit::USAGE
+        }
+    }
+}
+
+fn not_yet(what: &str) -> i32 {
+    eprintln!("postling: {what}: not implemented yet");
+    exit::UNAVAILABLE
+}
+
+/// Logging to stderr through env_logger, one line per event in the Postfix manner:
+/// `2026-12-04T15:06:23Z postling[123]: ID: from=<a@b>, size=N, nrcpt=K`.
+fn init_logging() {
+    use std::io::Write;
+    let pid = std::process::id();
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env)
+        .format(move |buf, record| {
+            let level = match record.level() {
+                log::Level::Error => "error: ",
+                log::Level::Warn => "warning: ",
+                log::Level::Info => "",
+                log::Level::Debug => "debug: ",
+                log::Level::Trace => "trace: ",
+            };
+            writeln!(
+                buf,
+                "{} postling[{pid}]: {level}{}",
+                crate::time::iso8601(crate::time::unix_now()),
+                record.args()
+            )
+        })
+        .try_init();
+}
+
+/// Parse options, handling `-h` and usage errors. `Err(code)` ends the command.
+fn parse_opts(opts: &Options, args: &[String], usage: &str) -> Result<getopts::Matches, i32> {
+    match opts.parse(args) {
+        Ok(m) if m.opt_present("h") => {
+            println!("usage: {usage}");
+            Err(exit::OK)
+        }
+        Ok(m) => Ok(m),
+        Err(e) => {
+            eprintln!("postling: {e}\nusage: {usage}");
+            Err(exit::USAGE)
+        }
+    }
+}
+
+fn base_options() -> Options {
+    let mut o = Options::new();
+    o.optopt("c", "config", "configuration file", "FILE");
+    o.optflag("h", "help", "print this help");
+    o
+}
+
+fn load_config(m: &getopts::Matches) -> Result<Config, i32> {
+    let path = config::config_path(m.opt_str("c").as_deref());
+    config::load(&path).map_err(|e| {
+        eprintln!("postling: {e}");
+        exit::CONFIG
+    })
+}
+
+fn serve(args: &[String]) -> i32 {
+    let opts = base_options();
+    let m = match parse_opts(&opts, args, "postling serve [-c FILE]") {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    if !m.free.is_empty() {
+        eprintln!("postling: serve takes no arguments");
+        return exit::USAGE;
+    }
+    match load_config(&m) {
+        Ok(c) => crate::server::serve(c),
+        Err(code) => code,
+    }
+}
+
+fn check(args: &[String]) -> i32 {
+    let opts = base_options();
+    let m = match parse_opts(&opts, args, "postling check [-c FILE]") {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let config = match load_config(&m) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // The aliases file is part of the configuration: a bad one stops `serve` too.
+    if let Err(e) = Aliases::load(&config.aliases) {
+        eprintln!("postling: {e}");
+        return exit::CONFIG;
+    }
+    print!("{}", config::render(&config));
+    exit::OK
+}
+
+fn queue(args: &[String]) -> i32 {
+    let mut opts = base_options();
+    opts.optflag("", "json", "one JSON object per message per line");
+    opts.optopt("d", "delete", "remove a message (ALL: every message)", "ID");
+    // `mailq` is also called with sendmail's -bp; accept and ignore it.
+    opts.optflagopt("b", "", "(sendmail compatibility, ignored)", "p");
+    let m = match parse_opts(&opts, args, "postling queue [-c FILE] [--json] [-d ID|ALL]") {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let config = match load_config(&m) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let spool = match Spool::open(&config.spool) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "postling: {}: {}",
+                config.spool.display(),
+                crate::time::io_reason(&e)
+            );
+            return exit::CANTCREAT;
+        }
+    };
+    if let Some(target) = m.opt_str("d") {
+        return delete(&spool, &target);
+    }
+    let envelopes = match spool.list() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!(
+                "postling: {}: {}",
+                config.spool.display(),
+                crate::time::io_reason(&e)
+            );
+            return exit::IOERR;
+        }
+    };
+    if m.opt_present("json") {
+        let now = crate::time::unix_now();
+        for env in &envelopes {
+            println!("{}", listing::json_line(env, now));
+        }
+    } else {
+        print!("{}", listing::mailq(&envelopes));
+    }
+    exit::OK
+}
+
+fn delete(spool: &Spool, target: &str) -> i32 {
+    let ids: Vec<QueueId> = if target == "ALL" {
+        match spool.list() {
+            Ok(envs) => envs.into_iter().map(|e| e.id).collect(),
+            Err(e) => {
+                eprintln!("postling: {}", crate::time::io_reason(&e));
+                return exit::IOERR;
+            }
+        }
+    } else {
+        match QueueId::parse(target) {
+            Some(id) => vec![id],
+            None => {
+                eprintln!("postling: '{target}' is not a queue ID");
+                return exit::USAGE;
+            }
+        }
+    };
+    let mut removed = 0;
+    for id in &ids {
+        match spool.remove(id) {
+            Ok(true) => {
+                log::info!("{id}: removed");
+                removed += 1;
+            }
+            Ok(false) => {
+                eprintln!("postling: {id}: no such message");
+                return exit::NOUSER;
+            }
+            Err(e) => {
+                eprintln!("postling: {id}: {}", crate::time::io_reason(&e));
+                return exit::IOERR;
+            }
+        }
+    }
+    println!("postling: removed {removed} message(s)");
+    exit::OK
+}
+
+/// `newaliases`: there is no database to build; validate the file and say what is in it.
+fn newaliases(args: &[String]) -> i32 {
+    let opts = base_options();
+    let m = match parse_opts(&opts, args, "newaliases [-c FILE]") {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let config = match load_config(&m) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match Aliases::load(&config.aliases) {
+        Ok(a) => {
+            println!("{}: {} aliases", config.aliases.display(), a.len());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("postling: {e}");
+            exit::CONFIG
+        }
+    }
 }

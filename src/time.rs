@@ -55,6 +55,18 @@ pub fn rfc5322(unix: u64) -> String {
     )
 }
 
+/// `2026-12-04T15:06:23Z`, for log lines.
+pub fn iso8601(unix: u64) -> String {
+    let (y, m, d) = civil_from_days((unix / 86_400) as i64);
+    let secs = unix % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 /// The `mailq` arrival column: `Fri Dec  4 15:06:23` (UTC).
 pub fn mailq_date(unix: u64) -> String {
     let days = (unix / 86_400) as i64;
@@ -88,12 +100,25 @@ mod tests {
     fn dates() {
         const CASES: &[(u64, &str, &str)] = &[
             (0, "Thu, 01 Jan 1970 00:00:00 +0000", "Thu Jan  1 00:00:00"),
-            (951_782_400, "Tue, 29 Feb 2000 00:00:00 +0000", "Tue Feb 29 00:00:00"),
-            (1_796_396_783, "Fri, 04 Dec 2026 15:06:23 +0000", "Fri Dec  4 15:06:23"),
+            (
+                951_782_400,
+                "Tue, 29 Feb 2000 00:00:00 +0000",
+                "Tue Feb 29 00:00:00",
+            ),
+            (
+                1_796_396_783,
+                "Fri, 04 Dec 2026 15:06:23 +0000",
+                "Fri Dec  4 15:06:23",
+            ),
         ];
         for &(t, full, short) in CASES {
             assert_eq!(rfc5322(t), full, "{t}");
             assert_eq!(mailq_date(t), short, "{t}");
+            assert_eq!(
+                &iso8601(t)[10..],
+                &format!("T{}Z", &full[17..25])[..],
+                "{t}"
+            );
         }
     }
 

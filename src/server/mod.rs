@@ -1,1 +1,550 @@
-//! The mio event loop.
+//! The daemon: one mio event loop serving every listener.
+//!
+//! This layer only moves bytes between sockets and [`Session`]s and keeps the limits
+//! that need a clock or a view of all connections: `max_connections`,
+//! `max_connections_per_ip`, `idle_timeout`, the shutdown grace. Everything the protocol
+//! says lives in the session.
+//!
+//! Invariants:
+//! - Nothing blocks on a peer: sockets are non-blocking, a connection whose replies are
+//!   not being read stops being read from (bounded buffers), so one slow or hostile
+//!   client never stalls the others.
+//! - Per connection memory is bounded by [`MAX_PENDING_INPUT`] + the session's limits;
+//!   an idle connection holds no buffers.
+//! - On SIGTERM/SIGINT nothing acknowledged is lost: a message only gets `250` after it
+//!   is durable, and sessions in DATA may finish within the grace period.
+
+mod signals;
+mod store;
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::config::{self, Config, Role};
+use crate::exit;
+use crate::local::aliases::Aliases;
+use crate::local::directory::Directory;
+use crate::smtp::reply::{self, Reply};
+use crate::smtp::session::{Peer, Session};
+use crate::spool::{Incoming, Spool};
+use signals::SignalPipe;
+use store::SpoolBackend;
+
+/// Unprocessed input kept per connection when the session pauses (its replies are not
+/// being read). Reading stops at this size: the kernel's socket buffer and then TCP flow
+/// control hold the rest.
+pub const MAX_PENDING_INPUT: usize = 64 * 1024;
+
+/// Replies waiting to be sent above which we stop reading from that client.
+const MAX_PENDING_OUTPUT: usize = 64 * 1024;
+
+/// How long sessions may take to finish after SIGTERM before they are cut off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Bytes read from a socket per call, into one buffer shared by all connections.
+const READ_CHUNK: usize = 64 * 1024;
+
+const SIGNAL: Token = Token(usize::MAX - 1);
+const FIRST_CONNECTION: usize = 1024;
+
+struct Connection {
+    stream: TcpStream,
+    ip: IpAddr,
+    session: Session,
+    incoming: Option<Incoming>,
+    /// Input the session has not consumed yet (usually empty).
+    pending: Vec<u8>,
+    /// Replies not yet written.
+    out: Vec<u8>,
+    deadline: Instant,
+    /// The last read returned WouldBlock: wait for a readable event.
+    read_blocked: bool,
+    peer_closed: bool,
+}
+
+/// Everything that can change on SIGHUP.
+struct Settings {
+    config: Arc<Config>,
+    directory: Directory,
+}
+
+struct Server {
+    poll: Poll,
+    listeners: Vec<(TcpListener, Role)>,
+    settings: Settings,
+    spool: Spool,
+    connections: Vec<Option<Connection>>,
+    free: Vec<usize>,
+    open: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    scratch: Vec<u8>,
+    /// Set once SIGTERM/SIGINT arrived: the moment sessions are cut off.
+    stopping: Option<Instant>,
+}
+
+/// `postling serve`: returns the process exit code.
+pub fn serve(config: Config) -> i32 {
+    let directory = match Aliases::load(&config.aliases) {
+        Ok(a) => Directory::new(a, &config.mail_dir),
+        Err(e) => {
+            eprintln!("postling: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if let Some(l) = config.listen.iter().find(|l| l.role == Role::Submissions) {
+        eprintln!(
+            "postling: listen {}: the submissions role needs TLS, which this build does not have yet",
+            l.addr
+        );
+        return exit::CONFIG;
+    }
+    let spool = match Spool::open(&config.spool) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "postling: {}: {}",
+                config.spool.display(),
+                crate::time::io_reason(&e)
+            );
+            return exit::CANTCREAT;
+        }
+    };
+    // Files a crash left half-written in tmp/ were never acknowledged.
+    spool.clean_tmp(3600);
+    let mut server = match Server::new(config, directory, spool) {
+        Ok(s) => s,
+        Err((what, e)) => {
+            eprintln!("postling: {what}: {}", crate::time::io_reason(&e));
+            return exit::UNAVAILABLE;
+        }
+    };
+    match server.run() {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            error!("event loop failed: {e}");
+            exit::SOFTWARE
+        }
+    }
+}
+
+impl Server {
+    fn new(
+        config: Config,
+        directory: Directory,
+        spool: Spool,
+    ) -> Result<Server, (String, io::Error)> {
+        let poll = Poll::new().map_err(|e| ("poll".to_string(), e))?;
+        let mut listeners = Vec::new();
+        for (i, l) in config.listen.iter().enumerate() {
+            let mut listener =
+                TcpListener::bind(l.addr).map_err(|e| (format!("listen {}", l.addr), e))?;
+            poll.registry()
+                .register(&mut listener, Token(i), Interest::READABLE)
+                .map_err(|e| (format!("listen {}", l.addr), e))?;
+            listeners.push((listener, l.role));
+        }
+        let addrs: Vec<String> = config
+            .listen
+            .iter()
+            .map(|l| format!("{} ({:?})", l.addr, l.role).to_lowercase())
+            .collect();
+        info!(
+            "postling {} started: hostname={}, spool={}, listening on {}",
+            env!("CARGO_PKG_VERSION"),
+            config.hostname,
+            config.spool.display(),
+            addrs.join(", ")
+        );
+        Ok(Server {
+            poll,
+            listeners,
+            settings: Settings {
+                config: Arc::new(config),
+                directory,
+            },
+            spool,
+            connections: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            per_ip: HashMap::new(),
+            scratch: vec![0; READ_CHUNK],
+            stopping: None,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let signals = SignalPipe::install()?;
+        let sig_fd = signals.fd();
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&sig_fd), SIGNAL, Interest::READABLE)?;
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self.next_timeout();
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL => {
+                        let got = signals.drain();
+                        if got.reload {
+                            self.reload();
+                        }
+                        if got.stop {
+                            self.begin_shutdown();
+                        }
+                    }
+                    Token(i) if i < self.listeners.len() => self.accept(i),
+                    Token(t) if t >= FIRST_CONNECTION => {
+                        let slot = t - FIRST_CONNECTION;
+                        if let Some(Some(conn)) = self.connections.get_mut(slot) {
+                            if event.is_readable() || event.is_read_closed() {
+                                conn.read_blocked = false;
+                            }
+                        }
+                        self.drive(slot);
+                    }
+                    _ => {}
+                }
+            }
+            self.expire();
+            if self.stopping.is_some() && self.open == 0 {
+                info!("stopped");
+                return Ok(());
+            }
+        }
+    }
+
+    /// The earliest idle deadline (or shutdown grace end), as a poll timeout.
+    fn next_timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut next = self.stopping;
+        for conn in self.connections.iter().flatten() {
+            next = Some(next.map_or(conn.deadline, |n| n.min(conn.deadline)));
+        }
+        next.map(|t| t.saturating_duration_since(now))
+    }
+
+    fn accept(&mut self, index: usize) {
+        loop {
+            let (mut stream, addr) = match self.listeners[index].0.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // EMFILE and friends: leave the connection in the backlog and retry
+                    // on the next event rather than spinning.
+                    warn!(
+                        "accept on {}: {}",
+                        self.settings.config.listen[index].addr, e
+                    );
+                    return;
+                }
+            };
+            let ip = canonical_ip(addr);
+            let config = &self.settings.config;
+            let refusal = if self.open >= config.max_connections {
+                Some(reply::too_many_connections())
+            } else if self.per_ip.get(&ip).copied().unwrap_or(0) >= config.max_connections_per_ip {
+                Some(reply::too_many_connections_from_ip())
+            } else {
+                None
+            };
+            if let Some(r) = refusal {
+                info!("reject: connect from [{ip}]: {r}");
+                // Best effort: a fresh socket's send buffer takes one short line.
+                let _ = stream.write(&r.to_bytes());
+                continue;
+            }
+            self.add_connection(stream, ip, index);
+        }
+    }
+
+    fn add_connection(&mut self, mut stream: TcpStream, ip: IpAddr, listener: usize) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.connections.push(None);
+                self.connections.len() - 1
+            }
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(FIRST_CONNECTION + slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("register connection from [{ip}]: {e}");
+            self.free.push(slot);
+            return;
+        }
+        let config = Arc::clone(&self.settings.config);
+        let idle = config.idle_timeout;
+        let peer = Peer {
+            ip: Some(ip),
+            role: self.listeners[listener].1,
+        };
+        let mut session = Session::new(config, peer);
+        if self.stopping.is_some() {
+            session.begin_shutdown();
+        }
+        debug!("connect from [{ip}]");
+        self.connections[slot] = Some(Connection {
+            stream,
+            ip,
+            session,
+            incoming: None,
+            pending: Vec::new(),
+            out: Vec::new(),
+            deadline: Instant::now() + idle,
+            read_blocked: false,
+            peer_closed: false,
+        });
+        self.open += 1;
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        self.drive(slot);
+    }
+
+    /// Move bytes for one connection as far as they go without blocking; close it when
+    /// its session is over.
+    fn drive(&mut self, slot: usize) {
+        let Some(Some(conn)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        let alive = drive_connection(
+            conn,
+            &mut self.scratch,
+            &self.spool,
+            &self.settings.directory,
+            self.settings.config.idle_timeout,
+        );
+        if !alive {
+            self.close(slot);
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        let Some(mut conn) = self.connections.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let mut backend = SpoolBackend {
+            spool: &self.spool,
+            directory: &self.settings.directory,
+            incoming: &mut conn.incoming,
+        };
+        conn.session.handle_disconnect(&mut backend);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        debug!("disconnect from [{}]", conn.ip);
+        self.free.push(slot);
+        self.open -= 1;
+        if let Some(n) = self.per_ip.get_mut(&conn.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&conn.ip);
+            }
+        }
+    }
+
+    /// Idle timeouts and the end of the shutdown grace.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let grace_over = self.stopping.is_some_and(|t| now >= t);
+        for slot in 0..self.connections.len() {
+            let Some(conn) = self.connections[slot].as_mut() else {
+                continue;
+            };
+            let reply: Reply = if grace_over {
+                reply::shutting_down()
+            } else if now >= conn.deadline {
+                info!("timeout after {} from [{}]", phase(&conn.session), conn.ip);
+                reply::idle_timeout()
+            } else {
+                continue;
+            };
+            let mut backend = SpoolBackend {
+                spool: &self.spool,
+                directory: &self.settings.directory,
+                incoming: &mut conn.incoming,
+            };
+            conn.session.abort(&reply, &mut backend);
+            conn.out.extend_from_slice(&conn.session.take_output());
+            // One non-blocking attempt to say goodbye, then close.
+            let _ = conn.stream.write(&conn.out);
+            self.close(slot);
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        info!(
+            "stopping: no new connections, {} open session(s) get 421 at their next command",
+            self.open
+        );
+        for (listener, _) in &mut self.listeners {
+            let _ = self.poll.registry().deregister(listener);
+        }
+        self.listeners.clear();
+        self.stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+        for slot in 0..self.connections.len() {
+            if let Some(conn) = self.connections[slot].as_mut() {
+                conn.session.begin_shutdown();
+                // A session with a complete command already buffered answers it now.
+                self.drive(slot);
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the configuration and aliases; new sessions use them. Listener
+    /// changes need a restart.
+    fn reload(&mut self) {
+        let path = self.settings.config.path.clone();
+        let config = match config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload: {e}; keeping the running configuration");
+                return;
+            }
+        };
+        let aliases = match Aliases::load(&config.aliases) {
+            Ok(a) => a,
+            Err(e) => {
+                error!("reload: {e}; keeping the running configuration");
+                return;
+            }
+        };
+        if config.listen != self.settings.config.listen {
+            warn!("reload: listen changes take effect after a restart");
+        }
+        if config.spool != self.settings.config.spool {
+            warn!("reload: spool changes take effect after a restart");
+        }
+        info!("reloaded {}", path.display());
+        self.settings = Settings {
+            directory: Directory::new(aliases, &config.mail_dir),
+            config: Arc::new(config),
+        };
+    }
+}
+
+fn phase(session: &Session) -> &'static str {
+    if session.in_data() {
+        "DATA"
+    } else {
+        "command"
+    }
+}
+
+/// IPv4-mapped IPv6 peers count as their IPv4 address (per-IP limits, relay checks).
+fn canonical_ip(addr: SocketAddr) -> IpAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Returns false when the connection should be closed.
+fn drive_connection(
+    conn: &mut Connection,
+    scratch: &mut [u8],
+    spool: &Spool,
+    directory: &Directory,
+    idle: Duration,
+) -> bool {
+    loop {
+        let mut progress = false;
+        // 1. Let the session work on buffered input.
+        if !conn.pending.is_empty() && !conn.session.is_closed() {
+            let mut backend = SpoolBackend {
+                spool,
+                directory,
+                incoming: &mut conn.incoming,
+            };
+            let was_data = conn.session.in_data();
+            let n = conn
+                .session
+                .handle_input(&conn.pending, crate::time::unix_now(), &mut backend);
+            if n > 0 {
+                conn.pending.drain(..n);
+                progress = true;
+                // A completed command (a reply) or message bytes count as activity;
+                // a client trickling a command line a byte at a time does not.
+                if was_data || conn.session.pending_output() > 0 {
+                    conn.deadline = Instant::now() + idle;
+                }
+            }
+        }
+        // 2. Send replies.
+        if conn.session.pending_output() > 0 {
+            conn.out.extend_from_slice(&conn.session.take_output());
+        }
+        if !conn.out.is_empty() {
+            match write_some(&mut conn.stream, &mut conn.out) {
+                Ok(n) => progress |= n > 0,
+                Err(_) => return false,
+            }
+        }
+        if conn.session.is_closed() {
+            // Stay open only to flush the last replies.
+            return !conn.out.is_empty() && !conn.peer_closed;
+        }
+        if conn.peer_closed {
+            return false;
+        }
+        // 3. Read more, unless the client is not reading our replies or its input
+        // is piling up.
+        if conn.read_blocked
+            || conn.out.len() > MAX_PENDING_OUTPUT
+            || conn.pending.len() >= MAX_PENDING_INPUT
+        {
+            if !progress {
+                return true;
+            }
+            continue;
+        }
+        match conn.stream.read(scratch) {
+            Ok(0) => {
+                conn.peer_closed = true;
+                // Let the session see what is buffered, then close.
+                if conn.pending.is_empty() {
+                    return false;
+                }
+            }
+            Ok(n) => conn.pending.extend_from_slice(&scratch[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.read_blocked = true;
+                if !progress {
+                    return true;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Write as much of `out` as the socket takes; drop what was written.
+fn write_some(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<usize> {
+    let mut written = 0;
+    while written < out.len() {
+        match stream.write(&out[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.drain(..written);
+    Ok(written)
+}

@@ -55,7 +55,9 @@ pub struct DotWriter {
 
 impl Default for DotWriter {
     fn default() -> Self {
-        DotWriter { at_line_start: true }
+        DotWriter {
+            at_line_start: true,
+        }
     }
 }
 

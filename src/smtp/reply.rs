@@ -122,7 +122,11 @@ pub fn queued(id: &str) -> Reply {
     Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
 }
 pub fn vrfy() -> Reply {
-    Reply::new(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+    Reply::new(
+        252,
+        "2.5.0",
+        "Cannot VRFY user, but will accept message and attempt delivery",
+    )
 }
 pub fn help() -> Reply {
     Reply::new(
@@ -171,7 +175,11 @@ pub fn no_valid_recipients() -> Reply {
     Reply::new(554, "5.5.1", "Error: no valid recipients")
 }
 pub fn message_too_big() -> Reply {
-    Reply::new(552, "5.3.4", "Error: message exceeds fixed maximum message size")
+    Reply::new(
+        552,
+        "5.3.4",
+        "Error: message exceeds fixed maximum message size",
+    )
 }
 pub fn bare_cr() -> Reply {
     Reply::new(
@@ -197,7 +205,11 @@ pub fn too_many_connections() -> Reply {
     Reply::new(421, "4.7.0", "Error: too many connections, try again later")
 }
 pub fn too_many_connections_from_ip() -> Reply {
-    Reply::new(421, "4.7.0", "Error: too many connections from your address")
+    Reply::new(
+        421,
+        "4.7.0",
+        "Error: too many connections from your address",
+    )
 }
 pub fn idle_timeout() -> Reply {
     Reply::new(421, "4.4.2", "Error: timeout exceeded, closing connection")
@@ -206,15 +218,27 @@ pub fn shutting_down() -> Reply {
     Reply::new(421, "4.3.2", "Service shutting down, closing connection")
 }
 pub fn local_error() -> Reply {
-    Reply::new(451, "4.3.0", "Error: local error in processing, try again later")
+    Reply::new(
+        451,
+        "4.3.0",
+        "Error: local error in processing, try again later",
+    )
 }
 pub fn disk_full() -> Reply {
-    Reply::new(452, "4.3.1", "Error: insufficient system storage, try again later")
+    Reply::new(
+        452,
+        "4.3.1",
+        "Error: insufficient system storage, try again later",
+    )
 }
 pub fn http_refused() -> Reply {
     // Cross-protocol requests (a browser made to POST to port 25) get one reply and
     // the connection is closed, as Postfix does for smtpd_forbidden_commands.
-    Reply::new(221, "2.7.0", "Error: this is an SMTP server, not HTTP. Goodbye.")
+    Reply::new(
+        221,
+        "2.7.0",
+        "Error: this is an SMTP server, not HTTP. Goodbye.",
+    )
 }
 
 #[cfg(test)]
@@ -224,7 +248,10 @@ mod tests {
     #[test]
     fn single_line_wire_form() {
         assert_eq!(ok().to_bytes(), b"250 2.0.0 Ok\r\n");
-        assert_eq!(start_data().to_bytes(), b"354 End data with <CR><LF>.<CR><LF>\r\n");
+        assert_eq!(
+            start_data().to_bytes(),
+            b"354 End data with <CR><LF>.<CR><LF>\r\n"
+        );
     }
 
     #[test]
@@ -235,6 +262,9 @@ mod tests {
 
     #[test]
     fn display_is_one_line() {
-        assert_eq!(no_such_user().to_string(), "550 5.1.1 Recipient address rejected: user unknown");
+        assert_eq!(
+            no_such_user().to_string(),
+            "550 5.1.1 Recipient address rejected: user unknown"
+        );
     }
 }

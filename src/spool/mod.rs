@@ -15,6 +15,7 @@
 
 pub mod envelope;
 pub mod id;
+pub mod listing;
 
 pub use envelope::{Envelope, Recipient, Status};
 pub use id::QueueId;
@@ -85,6 +86,11 @@ impl Spool {
     pub fn read(&self, id: &QueueId) -> io::Result<Envelope> {
         let _ = id;
         todo!()
+    }
+
+    /// Remove stale files from `tmp/` (stub until the spool lands).
+    pub fn clean_tmp(&self, older_than_secs: u64) {
+        let _ = older_than_secs;
     }
 
     /// Remove a message (envelope first, so it stops being visible, then the data).

@@ -1,0 +1,48 @@
+//! The session's [`Backend`] over the real spool and local user directory.
+
+use crate::local::directory::Directory;
+use crate::smtp::session::Backend;
+use crate::spool::{Envelope, Incoming, QueueId, Spool, SpoolError};
+
+pub struct SpoolBackend<'a> {
+    pub spool: &'a Spool,
+    pub directory: &'a Directory,
+    /// The message being received on this connection, if any.
+    pub incoming: &'a mut Option<Incoming>,
+}
+
+impl Backend for SpoolBackend<'_> {
+    fn local_user_exists(&self, local_part: &str) -> bool {
+        self.directory.exists(local_part)
+    }
+
+    fn begin_message(&mut self, now: u64) -> Result<QueueId, SpoolError> {
+        let inc = self.spool.begin(now)?;
+        let id = inc.id().clone();
+        *self.incoming = Some(inc);
+        Ok(id)
+    }
+
+    fn write_message(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        match self.incoming {
+            Some(inc) => inc.write(bytes),
+            None => Err(SpoolError::Io(std::io::Error::other(
+                "no message in progress",
+            ))),
+        }
+    }
+
+    fn commit_message(&mut self, envelope: &Envelope) -> Result<(), SpoolError> {
+        match self.incoming.take() {
+            Some(inc) => inc.commit(envelope).map(|_| ()),
+            None => Err(SpoolError::Io(std::io::Error::other(
+                "no message in progress",
+            ))),
+        }
+    }
+
+    fn abort_message(&mut self) {
+        // Dropping an uncommitted Incoming removes its temporary file.
+        *self.incoming = None;
+    }
+}

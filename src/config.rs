@@ -1630,4 +1630,30 @@ mod tests {
             assert_eq!(n.contains(addr), want, "{net} contains {ip}");
         }
     }
+
+    #[test]
+    fn example_config_parses() {
+        let c = p(include_str!("../etc/postling.conf")).unwrap_or_else(|e| panic!("{e}"));
+        // The example documents the defaults; what it sets must be what we default to.
+        let mut defaults = p("").expect("defaults");
+        defaults.hostname = c.hostname.clone();
+        defaults.local_domains = c.local_domains.clone();
+        assert_eq!(c, defaults);
+    }
+
+    #[test]
+    fn dev_config_parses() {
+        let c = parse(Path::new("etc/dev.conf"), include_str!("../etc/dev.conf"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.hostname, "postling.test");
+        assert_eq!(c.listen[0].addr, "127.0.0.1:2525".parse().expect("addr"));
+        assert_eq!(c.spool, PathBuf::from("var/spool"));
+        assert_eq!(c.mail_dir, PathBuf::from("var/mail"));
+        assert_eq!(c.aliases, PathBuf::from("etc/dev.aliases"));
+        assert!(c.is_local_domain("postling.test") && c.is_local_domain("localhost"));
+        assert_eq!(c.dns, ["127.0.0.1:5353".parse().expect("addr")]);
+        assert_eq!(c.smtp_port, 2526);
+        assert_eq!(c.retry, [Duration::from_secs(10), Duration::from_secs(60)]);
+        assert_eq!(c.queue_interval, Duration::from_secs(30));
+    }
 }

@@ -250,7 +250,9 @@ const DEFAULT_MAX_CONNECTIONS: usize = 64;
 const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 16;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_SMTP_PORT: u16 = 25;
-/// RFC 8314 §3.3: implicit TLS submission is port 465.
+/// RFC 5321 §4.5.4.2's port 25, unless the smarthost speaks implicit TLS:
+/// RFC 8314 §3.3 puts that on port 465.
+const DEFAULT_SMARTHOST_PORT: u16 = 25;
 const DEFAULT_SMARTHOST_TLS_PORT: u16 = 465;
 const DEFAULT_DNS_PORT: u16 = 53;
 const DEFAULT_MAIL_DIR: &str = "/var/mail";
@@ -293,7 +295,7 @@ fn parse_with(
         message: format!("{}:{}: {}", path.display(), line, what),
     };
     let entries = split_lines(text).map_err(|(line, what)| at(line, what))?;
-    // Line of the first (for `listen`, only) setting of each key: for cross-key errors.
+    // The line that sets a key (only `listen` repeats), for cross-key errors.
     let line_of = |key: &str| entries.iter().find(|e| e.key == key).map(|e| e.line);
 
     let mut c = Config {
@@ -367,7 +369,7 @@ fn parse_with(
         host,
         port: port.unwrap_or(match c.smarthost_tls {
             SmarthostTls::Tls => DEFAULT_SMARTHOST_TLS_PORT,
-            _ => DEFAULT_SMTP_PORT,
+            _ => DEFAULT_SMARTHOST_PORT,
         }),
     });
 

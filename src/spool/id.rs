@@ -11,7 +11,10 @@ pub struct QueueId(String);
 impl QueueId {
     /// Accept only the exact form we generate (`queue -d ../../etc/passwd` is refused).
     pub fn parse(s: &str) -> Option<QueueId> {
-        if s.len() == 18 && s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+        if s.len() == 18
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        {
             Some(QueueId(s.to_string()))
         } else {
             None
@@ -21,7 +24,11 @@ impl QueueId {
     /// A new ID for a message arriving at `micros` (µs since the epoch); `seq` makes IDs
     /// made in the same microsecond differ (a per-process counter mixed with the pid).
     pub fn new(micros: u64, seq: u32) -> QueueId {
-        QueueId(format!("{:013X}{:05X}", micros & 0x1F_FFFF_FFFF_FFFF, seq & 0xF_FFFF))
+        QueueId(format!(
+            "{:013X}{:05X}",
+            micros & 0x1F_FFFF_FFFF_FFFF,
+            seq & 0xF_FFFF
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -44,7 +51,13 @@ mod tests {
         let id = QueueId::new(1_796_396_783_123_456, 42);
         assert_eq!(id.as_str().len(), 18);
         assert_eq!(QueueId::parse(id.as_str()), Some(id.clone()));
-        for bad in ["", "../../etc/passwd", "0123456789abcdef01", "0123456789ABCDEF0", "ALL"] {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "0123456789abcdef01",
+            "0123456789ABCDEF0",
+            "ALL",
+        ] {
             assert_eq!(QueueId::parse(bad), None, "{bad}");
         }
         assert!(QueueId::new(1, 0) < QueueId::new(2, 0));

@@ -119,7 +119,11 @@ pub fn serve(config: Config) -> i32 {
     };
     // Files a crash left half-written in tmp/ were never acknowledged.
     if let Err(e) = spool.clean_tmp(3600) {
-        warn!("{}: cleaning tmp/: {}", config.spool.display(), crate::time::io_reason(&e));
+        warn!(
+            "{}: cleaning tmp/: {}",
+            config.spool.display(),
+            crate::time::io_reason(&e)
+        );
     }
     let mut server = match Server::new(config, directory, spool) {
         Ok(s) => s,

@@ -82,7 +82,10 @@ enum State {
 struct DataState {
     reader: DotReader,
     id: QueueId,
+    /// Message bytes decoded so far (what `max_message_size` limits).
     size: u64,
+    /// Length of the Received header we prepended (part of the stored size).
+    header_len: u64,
     too_big: bool,
     failed: Option<SpoolError>,
 }
@@ -417,6 +420,7 @@ impl Session {
             reader: DotReader::new(),
             id,
             size: 0,
+            header_len: header.len() as u64,
             too_big: false,
             failed: None,
         };
@@ -487,7 +491,7 @@ impl Session {
             arrival: self.now,
             sender: sender.clone(),
             recipients: tx.recipients.into_iter().map(Recipient::new).collect(),
-            size: st.size,
+            size: st.header_len + st.size,
             eight_bit: tx.params.body == Body::EightBitMime,
             client_ip: self.peer.ip,
             helo: self.helo.clone().unwrap_or_default(),
@@ -498,7 +502,7 @@ impl Session {
                 info!(
                     "{}: client={client}, from=<{sender}>, size={}, nrcpt={}",
                     st.id,
-                    st.size,
+                    envelope.size,
                     envelope.recipients.len()
                 );
                 self.send(&reply::queued(st.id.as_str()));

@@ -154,7 +154,8 @@ pub fn mailq(envs: &[Envelope]) -> String {
     let _ = writeln!(
         out,
         "-- {} Kbytes in {} Request{}.",
-        total / 1024,
+        // Rounded up, so a queue of small messages never reads "0 Kbytes".
+        total.div_ceil(1024),
         envs.len(),
         if envs.len() == 1 { "" } else { "s" }
     );
@@ -275,7 +276,7 @@ mod tests {
              661D0382059C100001      380 Fri Dec  4 15:06:23  alice@example.com\n\
              \x20                                        bob@example.test\n\
              \n\
-             -- 0 Kbytes in 1 Request.\n"
+             -- 1 Kbytes in 1 Request.\n"
         );
 
         let mut bounce = env(
@@ -325,7 +326,7 @@ mod tests {
              661D0382059C100001      380 Fri Dec  4 15:06:23  alice@example.com\n\
              {pad}bob@example.test\n\
              \n\
-             -- 5 Kbytes in 2 Requests.\n"
+             -- 6 Kbytes in 2 Requests.\n"
         );
         let two = env(
             "alice@example.com",

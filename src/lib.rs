@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod exit;
 pub mod local;
 pub mod server;

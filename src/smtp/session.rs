@@ -64,6 +64,10 @@ pub struct Peer {
     /// `None` for local submission (`sendmail -bs`).
     pub ip: Option<IpAddr>,
     pub role: Role,
+    /// The server can start TLS on this connection (a certificate is configured).
+    pub starttls: bool,
+    /// The connection is TLS from its first byte (`submissions`, port 465).
+    pub implicit_tls: bool,
 }
 
 struct Transaction {
@@ -76,6 +80,10 @@ struct Transaction {
 enum State {
     Command,
     Data(DataState),
+    /// `220` to STARTTLS sent: the server switches the connection to TLS once that
+    /// reply is out. Any plaintext that arrives meanwhile is discarded unread (pipelined
+    /// commands after STARTTLS must not run inside TLS: CVE-2011-0411).
+    StartingTls,
     Closed,
 }
 
@@ -120,7 +128,7 @@ impl Session {
             state: State::Command,
             helo: None,
             esmtp: false,
-            tls: false,
+            tls: peer.implicit_tls,
             auth_user: None,
             transaction: None,
             line: Vec::new(),
@@ -147,6 +155,16 @@ impl Session {
         while pos < input.len() && self.out.len() < OUTPUT_HIGH_WATER {
             match self.state {
                 State::Closed => break,
+                State::StartingTls => {
+                    if input.len() > pos {
+                        info!(
+                            "{}: discarding {} plaintext bytes pipelined after STARTTLS",
+                            self.client_name(),
+                            input.len() - pos
+                        );
+                    }
+                    pos = input.len();
+                }
                 State::Data(_) => pos += self.handle_data(&input[pos..], backend),
                 State::Command => pos += self.handle_command_bytes(&input[pos..], backend),
             }
@@ -167,6 +185,25 @@ impl Session {
     /// The session has ended; close once the output is sent.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
+    }
+
+    /// STARTTLS was accepted: once the pending output is sent, the server must switch
+    /// the connection to TLS and call [`handle_tls_started`](Self::handle_tls_started).
+    pub fn wants_tls(&self) -> bool {
+        matches!(self.state, State::StartingTls)
+    }
+
+    /// The TLS handshake is under way: RFC 3207 §4.2, the client must start over with
+    /// EHLO and nothing learnt before TLS (HELO name, AUTH, a transaction) is kept.
+    pub fn handle_tls_started(&mut self) {
+        self.state = State::Command;
+        self.tls = true;
+        self.helo = None;
+        self.esmtp = false;
+        self.auth_user = None;
+        self.transaction = None;
+        self.line.clear();
+        self.discarding = false;
     }
 
     /// In the middle of receiving message data.
@@ -293,9 +330,8 @@ impl Session {
             }
             Command::Vrfy => self.send(&reply::vrfy()),
             Command::Help => self.send(&reply::help()),
-            Command::Expn | Command::StartTls | Command::Auth { .. } => {
-                self.fail(reply::not_implemented())
-            }
+            Command::StartTls => self.starttls(),
+            Command::Expn | Command::Auth { .. } => self.fail(reply::not_implemented()),
             Command::Http => {
                 info!(
                     "{}: HTTP request on the SMTP port, closing",
@@ -305,6 +341,20 @@ impl Session {
                 self.state = State::Closed;
             }
         }
+    }
+
+    fn starttls(&mut self) {
+        if self.tls {
+            return self.fail(reply::bad_sequence("Error: TLS already active"));
+        }
+        if !self.peer.starttls {
+            return self.fail(reply::not_implemented());
+        }
+        if self.transaction.is_some() {
+            return self.fail(reply::bad_sequence("Error: MAIL transaction in progress"));
+        }
+        self.send(&reply::ready_for_tls());
+        self.state = State::StartingTls;
     }
 
     fn close_for_shutdown(&mut self) {
@@ -321,14 +371,17 @@ impl Session {
         if !esmtp {
             return self.send(&Reply::plain(250, host));
         }
-        let lines: Vec<Cow<'static, str>> = vec![
+        let mut lines: Vec<Cow<'static, str>> = vec![
             host.into(),
             "PIPELINING".into(),
             format!("SIZE {}", self.config.max_message_size).into(),
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
-            "HELP".into(),
         ];
+        if self.peer.starttls && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        lines.push("HELP".into());
         self.send(&Reply::multiline(250, lines));
     }
 
@@ -634,6 +687,8 @@ mod tests {
             let peer = Peer {
                 ip: Some(ip.parse().expect("ip")),
                 role: Role::Smtp,
+                starttls: extra.contains("tls_cert"),
+                implicit_tls: false,
             };
             let mut h = Harness {
                 session: Session::new(config(extra), peer),
@@ -929,6 +984,8 @@ mod tests {
         let peer = Peer {
             ip: Some("192.0.2.9".parse().expect("ip")),
             role: Role::Submission,
+            starttls: false,
+            implicit_tls: false,
         };
         let mut s = Session::new(config(""), peer);
         let mut b = MemoryBackend::default();
@@ -962,5 +1019,54 @@ mod tests {
         let consumed = h.session.handle_input(&input, 0, &mut h.backend);
         assert!(consumed < input.len());
         assert!(h.session.pending_output() <= OUTPUT_HIGH_WATER + 64);
+    }
+
+    const TLS: &str = "tls_cert = /c.pem\ntls_key = /k.pem\n";
+
+    #[test]
+    fn starttls_is_offered_only_with_a_certificate() {
+        let mut h = Harness::new("", "127.0.0.1");
+        assert!(!h.send(b"EHLO c\r\n").contains("STARTTLS"));
+        transcript!(h, b"STARTTLS\r\n" => "502 5.5.1 Error: command not implemented\r\n");
+        let mut h = Harness::new(TLS, "127.0.0.1");
+        assert!(h.send(b"EHLO c\r\n").contains("250-STARTTLS\r\n"));
+    }
+
+    #[test]
+    fn commands_pipelined_after_starttls_are_discarded() {
+        let mut h = Harness::new(TLS, "127.0.0.1");
+        h.send(b"EHLO c\r\n");
+        // CVE-2011-0411: RSET and MAIL arrive in the same packet as STARTTLS.
+        transcript!(h,
+            b"STARTTLS\r\nRSET\r\nMAIL FROM:<evil@example.org>\r\n" =>
+                "220 2.0.0 Ready to start TLS\r\n",
+        );
+        assert!(h.session.wants_tls());
+        h.session.handle_tls_started();
+        assert!(!h.session.wants_tls());
+        // Nothing from before TLS survives: EHLO again, and no STARTTLS offered now.
+        transcript!(h,
+            b"MAIL FROM:<a@example.org>\r\n" => "503 5.5.1 Error: send HELO/EHLO first\r\n",
+            b"STARTTLS\r\n" => "503 5.5.1 Error: TLS already active\r\n",
+        );
+        let ehlo = h.send(b"EHLO c\r\n");
+        assert!(
+            ehlo.starts_with("250-mx.test") && !ehlo.contains("STARTTLS"),
+            "{ehlo}"
+        );
+        transcript!(h, b"MAIL FROM:<a@example.org>\r\n" => "250 2.1.0 Ok\r\n");
+        transcript!(h,
+            b"STARTTLS\r\n" => "503 5.5.1 Error: TLS already active\r\n",
+        );
+    }
+
+    #[test]
+    fn starttls_inside_a_transaction_is_refused() {
+        let mut h = Harness::new(TLS, "127.0.0.1");
+        transcript!(h,
+            b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n" => format!("{}250 2.1.0 Ok\r\n",
+                EHLO_REPLY.replace("250 HELP", "250-STARTTLS\r\n250 HELP")),
+            b"STARTTLS\r\n" => "503 5.5.1 Error: MAIL transaction in progress\r\n",
+        );
     }
 }

@@ -22,6 +22,7 @@ use log::info;
 use super::address::Mailbox;
 use super::command::{self, Body, Command, ForwardPath, MailParams};
 use super::data::{Defect, DotReader};
+use super::headers::SubmissionHeaders;
 use super::reply::{self, Reply};
 use crate::config::{Config, Role};
 use crate::spool::{Envelope, QueueId, Recipient, SpoolError};
@@ -96,6 +97,8 @@ struct DataState {
     header_len: u64,
     too_big: bool,
     failed: Option<SpoolError>,
+    /// On submission: adds a missing Date: and Message-ID: (RFC 6409 §8).
+    headers: Option<SubmissionHeaders>,
 }
 
 pub struct Session {
@@ -119,6 +122,8 @@ pub struct Session {
     out: Vec<u8>,
     /// Decoded message bytes between the reader and the backend (reused).
     body: Vec<u8>,
+    /// `body` after header insertion (reused).
+    edited: Vec<u8>,
 }
 
 impl Session {
@@ -138,6 +143,7 @@ impl Session {
             now: 0,
             out: Vec::new(),
             body: Vec::new(),
+            edited: Vec::new(),
             peer,
             config,
         };
@@ -469,6 +475,12 @@ impl Session {
             Err(e) => return self.fail(spool_reply(&e)),
         };
         let header = self.received_header(&id, now);
+        let headers = (self.peer.role != Role::Smtp).then(|| {
+            SubmissionHeaders::new(
+                format!("Date: {}\r\n", crate::time::rfc5322(now)),
+                format!("Message-ID: <{id}@{}>\r\n", self.config.hostname),
+            )
+        });
         let mut st = DataState {
             reader: DotReader::new(),
             id,
@@ -476,6 +488,7 @@ impl Session {
             header_len: header.len() as u64,
             too_big: false,
             failed: None,
+            headers,
         };
         if let Err(e) = backend.write_message(header.as_bytes()) {
             st.failed = Some(e);
@@ -498,10 +511,25 @@ impl Session {
             // but store nothing more.
             st.too_big = true;
         }
-        if !st.too_big && st.failed.is_none() && st.reader.defect().is_none() && !body.is_empty() {
-            if let Err(e) = backend.write_message(&body) {
-                st.failed = Some(e);
+        if !st.too_big && st.failed.is_none() && st.reader.defect().is_none() {
+            let mut edited = std::mem::take(&mut self.edited);
+            let bytes = match st.headers.as_mut() {
+                Some(h) => {
+                    h.feed(&body, &mut edited);
+                    if done {
+                        h.finish(&mut edited);
+                    }
+                    &edited
+                }
+                None => &body,
+            };
+            if !bytes.is_empty() {
+                if let Err(e) = backend.write_message(bytes) {
+                    st.failed = Some(e);
+                }
             }
+            edited.clear();
+            self.edited = edited;
         }
         body.clear();
         self.body = body;
@@ -544,7 +572,9 @@ impl Session {
             arrival: self.now,
             sender: sender.clone(),
             recipients: tx.recipients.into_iter().map(Recipient::new).collect(),
-            size: st.header_len + st.size,
+            size: st.header_len
+                + st.size
+                + st.headers.as_ref().map_or(0, |h| h.inserted_len() as u64),
             eight_bit: tx.params.body == Body::EightBitMime,
             client_ip: self.peer.ip,
             helo: self.helo.clone().unwrap_or_default(),

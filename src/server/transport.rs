@@ -112,7 +112,8 @@ impl Transport {
 
     /// Sends a TLS close_notify (best effort) before the socket is dropped.
     pub fn close(&mut self) {
-        if let Some(tls) = self.tls.as_mut() {
+        // Mid-handshake there is no session to close: just drop the socket.
+        if let Some(tls) = self.tls.as_mut().filter(|t| !t.is_handshaking()) {
             tls.send_close_notify();
             let _ = flush_tls(tls, &mut self.tcp);
         }

@@ -349,3 +349,46 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A self-signed certificate for `mx.test` and 127.0.0.1, made by `openssl req -x509`
+/// in `dir`. Returns (certificate, key) paths.
+pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=mx.test"])
+        .args(["-addext", "subjectAltName=DNS:mx.test,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl not found (make test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// Config lines for a daemon with TLS, its certificate made in a fresh directory that
+/// lives as long as the returned guard.
+pub fn tls_config() -> (TempDir, String) {
+    let dir = TempDir::new("cert");
+    let (cert, key) = make_cert(dir.path());
+    let lines = format!(
+        "tls_cert = {}\ntls_key = {}\n",
+        cert.display(),
+        key.display()
+    );
+    (dir, lines)
+}

@@ -3,3 +3,4 @@
 pub mod base64;
 pub mod secret;
 pub mod sha_crypt;
+pub mod users;

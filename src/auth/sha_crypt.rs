@@ -422,28 +422,35 @@ impl Hash {
     }
 
     /// A hash with the same scheme, rounds and salt length as this one, hence the same
-    /// verification cost: what an unknown user is verified against so that the reply
-    /// takes as long as for a known one. Its checksum is all `.`; callers must not
-    /// accept a match against it anyway (`users::Users::verify` does not).
+    /// verification cost: what an unknown user is verified against (see [`decoy`]).
     pub fn decoy(&self) -> Hash {
-        const FILL: &str = "postlingdecoysal";
-        let salt = &FILL[..self.salt.len().min(FILL.len())];
-        let mut text = String::from(self.scheme.prefix());
-        if let Some(r) = self.rounds {
-            text.push_str(ROUNDS_PREFIX);
-            text.push_str(&r.to_string());
-            text.push('$');
-        }
-        let salt_start = text.len();
-        text.push_str(salt);
+        decoy(self.scheme, self.rounds, self.salt.len())
+    }
+}
+
+/// A hash that costs as much to verify as any with this scheme, rounds (`None`: the
+/// default, not written out) and salt length (at most 16). Its checksum is all `.`, which
+/// no password is known to produce; callers must not accept a match against it anyway
+/// (`users::Users::verify` does not).
+pub fn decoy(scheme: Scheme, rounds: Option<u32>, salt_len: usize) -> Hash {
+    const FILL: &str = "postlingdecoysal";
+    let salt = &FILL[..salt_len.min(FILL.len())];
+    let rounds = rounds.map(|r| r.clamp(MIN_ROUNDS, MAX_ROUNDS));
+    let mut text = String::from(scheme.prefix());
+    if let Some(r) = rounds {
+        text.push_str(ROUNDS_PREFIX);
+        text.push_str(&r.to_string());
         text.push('$');
-        text.extend(std::iter::repeat_n('.', self.scheme.checksum_len()));
-        Hash {
-            text,
-            scheme: self.scheme,
-            rounds: self.rounds,
-            salt: salt_start..salt_start + salt.len(),
-        }
+    }
+    let salt_start = text.len();
+    text.push_str(salt);
+    text.push('$');
+    text.extend(std::iter::repeat_n('.', scheme.checksum_len()));
+    Hash {
+        text,
+        scheme,
+        rounds,
+        salt: salt_start..salt_start + salt.len(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Data flows one way: socket → server (mio loop) → `smtp::Session` → spool →
 //! delivery. The protocol cores (`smtp`) never touch a socket, a file or the clock.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dns;

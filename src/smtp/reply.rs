@@ -195,6 +195,9 @@ pub fn text_line_too_long() -> Reply {
         "Error: message line longer than 998 characters (RFC 5322 §2.1.1)",
     )
 }
+pub fn ready_for_tls() -> Reply {
+    Reply::new(220, "2.0.0", "Ready to start TLS")
+}
 pub fn auth_required() -> Reply {
     Reply::new(530, "5.7.0", "Authentication required")
 }

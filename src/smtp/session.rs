@@ -22,6 +22,7 @@ use log::info;
 use super::address::Mailbox;
 use super::command::{self, Body, Command, ForwardPath, MailParams};
 use super::data::{Defect, DotReader};
+use super::headers::SubmissionHeaders;
 use super::reply::{self, Reply};
 use crate::config::{Config, Role};
 use crate::spool::{Envelope, QueueId, Recipient, SpoolError};
@@ -64,6 +65,10 @@ pub struct Peer {
     /// `None` for local submission (`sendmail -bs`).
     pub ip: Option<IpAddr>,
     pub role: Role,
+    /// The server can start TLS on this connection (a certificate is configured).
+    pub starttls: bool,
+    /// The connection is TLS from its first byte (`submissions`, port 465).
+    pub implicit_tls: bool,
 }
 
 struct Transaction {
@@ -76,6 +81,10 @@ struct Transaction {
 enum State {
     Command,
     Data(DataState),
+    /// `220` to STARTTLS sent: the server switches the connection to TLS once that
+    /// reply is out. Any plaintext that arrives meanwhile is discarded unread (pipelined
+    /// commands after STARTTLS must not run inside TLS: CVE-2011-0411).
+    StartingTls,
     Closed,
 }
 
@@ -88,6 +97,8 @@ struct DataState {
     header_len: u64,
     too_big: bool,
     failed: Option<SpoolError>,
+    /// On submission: adds a missing Date: and Message-ID: (RFC 6409 §8).
+    headers: Option<SubmissionHeaders>,
 }
 
 pub struct Session {
@@ -111,6 +122,8 @@ pub struct Session {
     out: Vec<u8>,
     /// Decoded message bytes between the reader and the backend (reused).
     body: Vec<u8>,
+    /// `body` after header insertion (reused).
+    edited: Vec<u8>,
 }
 
 impl Session {
@@ -120,7 +133,7 @@ impl Session {
             state: State::Command,
             helo: None,
             esmtp: false,
-            tls: false,
+            tls: peer.implicit_tls,
             auth_user: None,
             transaction: None,
             line: Vec::new(),
@@ -130,6 +143,7 @@ impl Session {
             now: 0,
             out: Vec::new(),
             body: Vec::new(),
+            edited: Vec::new(),
             peer,
             config,
         };
@@ -147,6 +161,16 @@ impl Session {
         while pos < input.len() && self.out.len() < OUTPUT_HIGH_WATER {
             match self.state {
                 State::Closed => break,
+                State::StartingTls => {
+                    if input.len() > pos {
+                        info!(
+                            "{}: discarding {} plaintext bytes pipelined after STARTTLS",
+                            self.client_name(),
+                            input.len() - pos
+                        );
+                    }
+                    pos = input.len();
+                }
                 State::Data(_) => pos += self.handle_data(&input[pos..], backend),
                 State::Command => pos += self.handle_command_bytes(&input[pos..], backend),
             }
@@ -167,6 +191,25 @@ impl Session {
     /// The session has ended; close once the output is sent.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
+    }
+
+    /// STARTTLS was accepted: once the pending output is sent, the server must switch
+    /// the connection to TLS and call [`handle_tls_started`](Self::handle_tls_started).
+    pub fn wants_tls(&self) -> bool {
+        matches!(self.state, State::StartingTls)
+    }
+
+    /// The TLS handshake is under way: RFC 3207 §4.2, the client must start over with
+    /// EHLO and nothing learnt before TLS (HELO name, AUTH, a transaction) is kept.
+    pub fn handle_tls_started(&mut self) {
+        self.state = State::Command;
+        self.tls = true;
+        self.helo = None;
+        self.esmtp = false;
+        self.auth_user = None;
+        self.transaction = None;
+        self.line.clear();
+        self.discarding = false;
     }
 
     /// In the middle of receiving message data.
@@ -293,9 +336,8 @@ impl Session {
             }
             Command::Vrfy => self.send(&reply::vrfy()),
             Command::Help => self.send(&reply::help()),
-            Command::Expn | Command::StartTls | Command::Auth { .. } => {
-                self.fail(reply::not_implemented())
-            }
+            Command::StartTls => self.starttls(),
+            Command::Expn | Command::Auth { .. } => self.fail(reply::not_implemented()),
             Command::Http => {
                 info!(
                     "{}: HTTP request on the SMTP port, closing",
@@ -305,6 +347,20 @@ impl Session {
                 self.state = State::Closed;
             }
         }
+    }
+
+    fn starttls(&mut self) {
+        if self.tls {
+            return self.fail(reply::bad_sequence("Error: TLS already active"));
+        }
+        if !self.peer.starttls {
+            return self.fail(reply::not_implemented());
+        }
+        if self.transaction.is_some() {
+            return self.fail(reply::bad_sequence("Error: MAIL transaction in progress"));
+        }
+        self.send(&reply::ready_for_tls());
+        self.state = State::StartingTls;
     }
 
     fn close_for_shutdown(&mut self) {
@@ -321,14 +377,17 @@ impl Session {
         if !esmtp {
             return self.send(&Reply::plain(250, host));
         }
-        let lines: Vec<Cow<'static, str>> = vec![
+        let mut lines: Vec<Cow<'static, str>> = vec![
             host.into(),
             "PIPELINING".into(),
             format!("SIZE {}", self.config.max_message_size).into(),
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
-            "HELP".into(),
         ];
+        if self.peer.starttls && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        lines.push("HELP".into());
         self.send(&Reply::multiline(250, lines));
     }
 
@@ -416,6 +475,12 @@ impl Session {
             Err(e) => return self.fail(spool_reply(&e)),
         };
         let header = self.received_header(&id, now);
+        let headers = (self.peer.role != Role::Smtp).then(|| {
+            SubmissionHeaders::new(
+                format!("Date: {}\r\n", crate::time::rfc5322(now)),
+                format!("Message-ID: <{id}@{}>\r\n", self.config.hostname),
+            )
+        });
         let mut st = DataState {
             reader: DotReader::new(),
             id,
@@ -423,6 +488,7 @@ impl Session {
             header_len: header.len() as u64,
             too_big: false,
             failed: None,
+            headers,
         };
         if let Err(e) = backend.write_message(header.as_bytes()) {
             st.failed = Some(e);
@@ -445,10 +511,25 @@ impl Session {
             // but store nothing more.
             st.too_big = true;
         }
-        if !st.too_big && st.failed.is_none() && st.reader.defect().is_none() && !body.is_empty() {
-            if let Err(e) = backend.write_message(&body) {
-                st.failed = Some(e);
+        if !st.too_big && st.failed.is_none() && st.reader.defect().is_none() {
+            let mut edited = std::mem::take(&mut self.edited);
+            let bytes = match st.headers.as_mut() {
+                Some(h) => {
+                    h.feed(&body, &mut edited);
+                    if done {
+                        h.finish(&mut edited);
+                    }
+                    &edited
+                }
+                None => &body,
+            };
+            if !bytes.is_empty() {
+                if let Err(e) = backend.write_message(bytes) {
+                    st.failed = Some(e);
+                }
             }
+            edited.clear();
+            self.edited = edited;
         }
         body.clear();
         self.body = body;
@@ -491,7 +572,9 @@ impl Session {
             arrival: self.now,
             sender: sender.clone(),
             recipients: tx.recipients.into_iter().map(Recipient::new).collect(),
-            size: st.header_len + st.size,
+            size: st.header_len
+                + st.size
+                + st.headers.as_ref().map_or(0, |h| h.inserted_len() as u64),
             eight_bit: tx.params.body == Body::EightBitMime,
             client_ip: self.peer.ip,
             helo: self.helo.clone().unwrap_or_default(),
@@ -634,6 +717,8 @@ mod tests {
             let peer = Peer {
                 ip: Some(ip.parse().expect("ip")),
                 role: Role::Smtp,
+                starttls: extra.contains("tls_cert"),
+                implicit_tls: false,
             };
             let mut h = Harness {
                 session: Session::new(config(extra), peer),
@@ -929,6 +1014,8 @@ mod tests {
         let peer = Peer {
             ip: Some("192.0.2.9".parse().expect("ip")),
             role: Role::Submission,
+            starttls: false,
+            implicit_tls: false,
         };
         let mut s = Session::new(config(""), peer);
         let mut b = MemoryBackend::default();
@@ -962,5 +1049,54 @@ mod tests {
         let consumed = h.session.handle_input(&input, 0, &mut h.backend);
         assert!(consumed < input.len());
         assert!(h.session.pending_output() <= OUTPUT_HIGH_WATER + 64);
+    }
+
+    const TLS: &str = "tls_cert = /c.pem\ntls_key = /k.pem\n";
+
+    #[test]
+    fn starttls_is_offered_only_with_a_certificate() {
+        let mut h = Harness::new("", "127.0.0.1");
+        assert!(!h.send(b"EHLO c\r\n").contains("STARTTLS"));
+        transcript!(h, b"STARTTLS\r\n" => "502 5.5.1 Error: command not implemented\r\n");
+        let mut h = Harness::new(TLS, "127.0.0.1");
+        assert!(h.send(b"EHLO c\r\n").contains("250-STARTTLS\r\n"));
+    }
+
+    #[test]
+    fn commands_pipelined_after_starttls_are_discarded() {
+        let mut h = Harness::new(TLS, "127.0.0.1");
+        h.send(b"EHLO c\r\n");
+        // CVE-2011-0411: RSET and MAIL arrive in the same packet as STARTTLS.
+        transcript!(h,
+            b"STARTTLS\r\nRSET\r\nMAIL FROM:<evil@example.org>\r\n" =>
+                "220 2.0.0 Ready to start TLS\r\n",
+        );
+        assert!(h.session.wants_tls());
+        h.session.handle_tls_started();
+        assert!(!h.session.wants_tls());
+        // Nothing from before TLS survives: EHLO again, and no STARTTLS offered now.
+        transcript!(h,
+            b"MAIL FROM:<a@example.org>\r\n" => "503 5.5.1 Error: send HELO/EHLO first\r\n",
+            b"STARTTLS\r\n" => "503 5.5.1 Error: TLS already active\r\n",
+        );
+        let ehlo = h.send(b"EHLO c\r\n");
+        assert!(
+            ehlo.starts_with("250-mx.test") && !ehlo.contains("STARTTLS"),
+            "{ehlo}"
+        );
+        transcript!(h, b"MAIL FROM:<a@example.org>\r\n" => "250 2.1.0 Ok\r\n");
+        transcript!(h,
+            b"STARTTLS\r\n" => "503 5.5.1 Error: TLS already active\r\n",
+        );
+    }
+
+    #[test]
+    fn starttls_inside_a_transaction_is_refused() {
+        let mut h = Harness::new(TLS, "127.0.0.1");
+        transcript!(h,
+            b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n" => format!("{}250 2.1.0 Ok\r\n",
+                EHLO_REPLY.replace("250 HELP", "250-STARTTLS\r\n250 HELP")),
+            b"STARTTLS\r\n" => "503 5.5.1 Error: MAIL transaction in progress\r\n",
+        );
     }
 }

@@ -447,8 +447,13 @@ struct Responder {
 
 impl Responder {
     fn start(mode: Mode) -> Responder {
+        Responder::start_on(mode, "127.0.0.1:0").expect("bind 127.0.0.1")
+    }
+
+    /// On `bind` (127.0.0.1:0 or [::1]:0); `None` when that address is unavailable.
+    fn start_on(mode: Mode, bind: &str) -> Option<Responder> {
         let (udp, tcp) = loop {
-            let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+            let udp = UdpSocket::bind(bind).ok()?;
             let addr = udp.local_addr().expect("addr");
             match mode {
                 Mode::Truncate => match TcpListener::bind(addr) {
@@ -484,7 +489,8 @@ impl Responder {
                         let mut forged = reply.clone();
                         let at = forged.len() - 1;
                         forged[at] = 66; // 127.0.0.66
-                        if let Ok(s) = UdpSocket::bind("127.0.0.1:0") {
+                        let other = SocketAddr::new(from.ip(), 0);
+                        if let Ok(s) = UdpSocket::bind(other) {
                             let _ = s.send_to(&forged, from);
                         }
                         std::thread::sleep(Duration::from_millis(20));
@@ -505,12 +511,12 @@ impl Responder {
                 }
             }));
         }
-        Responder {
+        Some(Responder {
             addr,
             stop,
             threads,
             queries,
-        }
+        })
     }
 }
 
@@ -598,6 +604,17 @@ fn truncated_answer_is_retried_over_tcp() {
             implicit: false,
         }])
     );
+}
+
+#[test]
+fn ipv6_loopback_server() {
+    // [::1] with TC and TCP: the socket family follows the server's address.
+    let Some(server) = Responder::start_on(Mode::Truncate, "[::1]:0") else {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    };
+    let mut r = resolver(&[server.addr], Duration::from_secs(2), 1);
+    assert!(matches!(r.mx("example.test"), MxResult::Found(_)));
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub struct Resolver<T: Transport = NetTransport> {
     transport: T,
     hosts: Hosts,
     cache: Cache,
-    clock: Box<dyn FnMut() -> Instant>,
+    clock: Box<dyn FnMut() -> Instant + Send>,
 }
 
 impl Resolver<NetTransport> {
@@ -100,7 +100,7 @@ impl<T: Transport> Resolver<T> {
     }
 
     /// Replace the clock the cache uses (tests).
-    pub fn set_clock(&mut self, clock: Box<dyn FnMut() -> Instant>) {
+    pub fn set_clock(&mut self, clock: Box<dyn FnMut() -> Instant + Send>) {
         self.clock = clock;
     }
 
@@ -145,7 +145,7 @@ impl<T: Transport> Resolver<T> {
 fn ask<T: Transport>(
     transport: &mut T,
     cache: &mut Cache,
-    clock: &mut Box<dyn FnMut() -> Instant>,
+    clock: &mut Box<dyn FnMut() -> Instant + Send>,
     q: &Question,
 ) -> Outcome {
     if let Some(o) = cache.get(q, clock()) {
@@ -163,20 +163,21 @@ mod tests {
     use super::query::{check_answer, Data, RType, Verdict};
     use super::*;
     use simple_dns::RCODE;
-    use std::cell::Cell;
     use std::net::{IpAddr, Ipv4Addr};
-    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     /// A transport that answers from a script and counts questions.
     struct Scripted {
-        asked: Rc<Cell<usize>>,
+        asked: Arc<Mutex<usize>>,
         ttl: u32,
     }
 
     impl Transport for Scripted {
         fn exchange(&mut self, q: &Question) -> Outcome {
-            self.asked.set(self.asked.get() + 1);
+            if let Ok(mut n) = self.asked.lock() {
+                *n += 1;
+            }
             let rrs: Vec<(&str, u32, Data)> = match q.rtype {
                 RType::Mx => vec![(
                     "ex.test",
@@ -198,8 +199,16 @@ mod tests {
     }
 
     #[test]
+    fn resolver_is_send() {
+        // Delivery may run a pass on its own thread.
+        fn send<T: Send>() {}
+        send::<Resolver>();
+    }
+
+    #[test]
     fn cache_serves_within_ttl_and_expires() {
-        let asked = Rc::new(Cell::new(0));
+        let asked = Arc::new(Mutex::new(0));
+        let count = |a: &Arc<Mutex<usize>>| a.lock().map(|n| *n).unwrap_or(0);
         let mut r = Resolver::with_transport(
             Scripted {
                 asked: asked.clone(),
@@ -208,9 +217,14 @@ mod tests {
             Hosts::default(),
         );
         let t0 = Instant::now();
-        let now = Rc::new(Cell::new(t0));
+        let now = Arc::new(Mutex::new(t0));
         let n = now.clone();
-        r.set_clock(Box::new(move || n.get()));
+        r.set_clock(Box::new(move || n.lock().map(|t| *t).unwrap_or(t0)));
+        let set = |t: Instant| {
+            if let Ok(mut n) = now.lock() {
+                *n = t;
+            }
+        };
         let want = MxResult::Found(vec![MxHost {
             name: "mx.ex.test".into(),
             preference: 10,
@@ -219,12 +233,12 @@ mod tests {
         }]);
         // MX, AAAA (no data, no SOA: not cached), A.
         assert_eq!(r.mx("ex.test"), want);
-        assert_eq!(asked.get(), 3);
-        now.set(t0 + Duration::from_secs(59));
+        assert_eq!(count(&asked), 3);
+        set(t0 + Duration::from_secs(59));
         assert_eq!(r.mx("EX.test."), want);
-        assert_eq!(asked.get(), 4, "only the uncacheable AAAA is asked again");
-        now.set(t0 + Duration::from_secs(60));
+        assert_eq!(count(&asked), 4, "only the uncacheable AAAA is asked again");
+        set(t0 + Duration::from_secs(60));
         assert_eq!(r.mx("ex.test"), want);
-        assert_eq!(asked.get(), 7, "expired: all three asked again");
+        assert_eq!(count(&asked), 7, "expired: all three asked again");
     }
 }

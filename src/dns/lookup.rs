@@ -13,6 +13,12 @@
 //! - `MxResult::Found` hosts are in delivery order (preference, random among equals,
 //!   RFC 5321 §5.1) and each has at least one address, IPv6 first, then IPv4.
 //! - Randomness comes in as a seed; the same seed and answers give the same result.
+//!
+//! Where addresses come from: an address literal is used as is; then /etc/hosts (for MX
+//! hosts and smarthosts alike, never for the MX records themselves); then, for an MX
+//! host, the A/AAAA records the server put in the additional section of the MX answer
+//! (when there are any for that host, no further query is made for it); else AAAA and
+//! A queries, each following CNAMEs.
 
 use std::net::IpAddr;
 

@@ -4,4 +4,5 @@ pub mod base64;
 pub mod sasl;
 pub mod secret;
 pub mod sha_crypt;
+pub mod throttle;
 pub mod users;

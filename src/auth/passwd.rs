@@ -12,14 +12,15 @@
 //! Exit codes: 0, 64 (usage, bad NAME), 65 (empty, too long or mismatched password),
 //! 70 (no randomness), 74 (stdin unreadable).
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::FromRawFd;
 use std::sync::OnceLock;
 
 use getopts::Options;
 
 use super::secret::{wipe, Secret};
 use super::sha_crypt::{self, Scheme, MAX_SALT_LEN};
-use super::users::{check_name, MAX_PASSWORD_LEN};
+use super::users::{check_name, MAX_NAME_LEN, MAX_PASSWORD_LEN};
 use crate::exit;
 
 const USAGE: &str = "postling passwd [NAME]";
@@ -82,7 +83,7 @@ fn run(name: Option<String>) -> Result<String, Failure> {
         }
         first
     } else {
-        read_piped()?
+        read_password()?
     };
     check_password(password.expose()).map_err(|e| (exit::DATAERR, e))?;
 
@@ -115,32 +116,54 @@ fn is_tty(fd: libc::c_int) -> bool {
 fn prompt_name() -> Result<String, Failure> {
     eprint!("Name: ");
     let _ = io::stderr().flush();
-    let mut line = String::new();
-    io::stdin().lock().read_line(&mut line).map_err(|e| {
+    let line = read_line(MAX_NAME_LEN + 2).map_err(|e| {
         (
             exit::IOERR,
             format!("stdin: {}", crate::time::io_reason(&e)),
         )
     })?;
-    Ok(line.trim().to_string())
+    Ok(String::from_utf8_lossy(&line).trim().to_string())
 }
 
-/// One line from a pipe or file, without its line end. The buffer is sized once so it
-/// never reallocates (a reallocation would leave an unwiped copy of the password).
-fn read_piped() -> Result<Secret, Failure> {
+/// Read from fd 0 up to and including a `\n`, at most `limit` bytes, one byte per
+/// read(2): std's `Stdin` would keep a copy of the password in its unwiped buffer,
+/// and reading no further than the line end leaves the rest of stdin alone. The
+/// buffer is sized once so it never reallocates (which would leave a stale copy).
+fn read_line(limit: usize) -> io::Result<Vec<u8>> {
+    // SAFETY: fd 0 stays open for the whole process; ManuallyDrop keeps the File from
+    // closing it.
+    let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+    let mut buf = Vec::with_capacity(limit);
+    let mut byte = [0u8; 1];
+    while buf.len() < limit {
+        match stdin.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => {
+                buf.push(byte[0]);
+                if byte[0] == b'\n' {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                wipe(&mut buf);
+                return Err(e);
+            }
+        }
+    }
+    wipe(&mut byte);
+    Ok(buf)
+}
+
+/// One line from a pipe, a file or the terminal, without its line end.
+fn read_password() -> Result<Secret, Failure> {
     let limit = MAX_PASSWORD_LEN + 2; // room for "\r\n"
-    let mut buf = Vec::with_capacity(limit + 1);
-    let read = io::stdin()
-        .lock()
-        .take(limit as u64 + 1)
-        .read_until(b'\n', &mut buf);
-    if let Err(e) = read {
-        wipe(&mut buf);
-        return Err((
+    let mut buf = read_line(limit + 1).map_err(|e| {
+        (
             exit::IOERR,
             format!("stdin: {}", crate::time::io_reason(&e)),
-        ));
-    }
+        )
+    })?;
     if buf.is_empty() {
         return Err((exit::DATAERR, "no password on standard input".into()));
     }
@@ -233,7 +256,7 @@ fn read_hidden(prompt: &str) -> Result<Secret, Failure> {
             format!("terminal: {}", crate::time::io_reason(&e)),
         )
     })?;
-    let secret = read_piped();
+    let secret = read_password();
     drop(echo_off);
     secret
 }

@@ -39,10 +39,10 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// 3 failures per session, as Dovecot's and most submission servers' defaults allow
-    /// about that many; delays up to 30 s, well inside the 5-minute idle timeout and
-    /// RFC 5321 §4.5.3.2's client timeouts; 15 minutes and 1024 addresses of memory
-    /// (about 40 KiB).
+    /// 3 failures per session (room for a typo or two, then a new connection per three
+    /// guesses); delays up to 30 s, inside the 5-minute idle timeout and RFC 5321
+    /// §4.5.3.2's client timeouts; 15 minutes and 1024 addresses of memory (a few
+    /// tens of KiB at most).
     pub const DEFAULT: Policy = Policy {
         max_failures_per_session: 3,
         max_delay: Duration::from_secs(30),

@@ -169,6 +169,18 @@ fn check(args: &[String]) -> i32 {
         eprintln!("postling: {e}");
         return exit::CONFIG;
     }
+    if let Some(path) = &config.users {
+        if let Err(e) = crate::auth::users::Users::load(path) {
+            eprintln!("postling: {e}");
+            return exit::CONFIG;
+        }
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        if let Err(e) = crate::server::tls::server_config(cert, key) {
+            eprintln!("postling: {e}");
+            return exit::CONFIG;
+        }
+    }
     print!("{}", config::render(&config));
     exit::OK
 }

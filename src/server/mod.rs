@@ -16,9 +16,11 @@
 
 mod signals;
 mod store;
+pub mod tls;
+mod transport;
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +29,9 @@ use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use rustls::ServerConfig;
 
+use crate::auth::users::Users;
 use crate::config::{self, Config, Role};
 use crate::exit;
 use crate::local::aliases::Aliases;
@@ -37,6 +41,7 @@ use crate::smtp::session::{Peer, Session};
 use crate::spool::{Incoming, Spool};
 use signals::SignalPipe;
 use store::SpoolBackend;
+use transport::Transport;
 
 /// Unprocessed input kept per connection when the session pauses (its replies are not
 /// being read). Reading stops at this size: the kernel's socket buffer and then TCP flow
@@ -56,7 +61,7 @@ const SIGNAL: Token = Token(usize::MAX - 1);
 const FIRST_CONNECTION: usize = 1024;
 
 struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     ip: IpAddr,
     session: Session,
     incoming: Option<Incoming>,
@@ -68,12 +73,42 @@ struct Connection {
     /// The last read returned WouldBlock: wait for a readable event.
     read_blocked: bool,
     peer_closed: bool,
+    /// The TLS handshake finished and was logged.
+    tls_logged: bool,
+    /// Replies are held until then (a failed AUTH); nothing is read or sent meanwhile.
+    hold_until: Option<Instant>,
 }
 
 /// Everything that can change on SIGHUP.
 struct Settings {
     config: Arc<Config>,
     directory: Directory,
+    /// From `tls_cert`/`tls_key`; `None` when not configured (no STARTTLS offered).
+    tls: Option<Arc<ServerConfig>>,
+    /// The `users` file, when configured.
+    users: Option<Arc<Users>>,
+}
+
+/// Loads the `users` file when one is configured.
+fn load_users(config: &Config) -> Result<Option<Arc<Users>>, String> {
+    match &config.users {
+        Some(path) => Users::load(path)
+            .map(|u| Some(Arc::new(u)))
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
+}
+
+/// Loads the TLS certificate and key when both are configured.
+fn load_tls(config: &Config) -> Result<Option<Arc<ServerConfig>>, String> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => tls::server_config(cert, key).map(Some),
+        (None, None) => Ok(None),
+        _ => Err(format!(
+            "{}: tls_cert and tls_key must be set together",
+            config.path.display()
+        )),
+    }
 }
 
 struct Server {
@@ -99,12 +134,29 @@ pub fn serve(config: Config) -> i32 {
             return exit::CONFIG;
         }
     };
-    if let Some(l) = config.listen.iter().find(|l| l.role == Role::Submissions) {
-        eprintln!(
-            "postling: listen {}: the submissions role needs TLS, which this build does not have yet",
-            l.addr
-        );
-        return exit::CONFIG;
+    let tls = match load_tls(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("postling: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let users = match load_users(&config) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("postling: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if tls.is_none() {
+        if let Some(l) = config.listen.iter().find(|l| l.role == Role::Submissions) {
+            eprintln!(
+                "postling: {}: listen {} submissions: implicit TLS needs tls_cert and tls_key",
+                config.path.display(),
+                l.addr
+            );
+            return exit::CONFIG;
+        }
     }
     let spool = match Spool::open(&config.spool) {
         Ok(s) => s,
@@ -125,7 +177,7 @@ pub fn serve(config: Config) -> i32 {
             crate::time::io_reason(&e)
         );
     }
-    let mut server = match Server::new(config, directory, spool) {
+    let mut server = match Server::new(config, directory, tls, users, spool) {
         Ok(s) => s,
         Err((what, e)) => {
             eprintln!("postling: {what}: {}", crate::time::io_reason(&e));
@@ -145,6 +197,8 @@ impl Server {
     fn new(
         config: Config,
         directory: Directory,
+        tls: Option<Arc<ServerConfig>>,
+        users: Option<Arc<Users>>,
         spool: Spool,
     ) -> Result<Server, (String, io::Error)> {
         let poll = Poll::new().map_err(|e| ("poll".to_string(), e))?;
@@ -175,6 +229,8 @@ impl Server {
             settings: Settings {
                 config: Arc::new(config),
                 directory,
+                tls,
+                users,
             },
             spool,
             connections: Vec::new(),
@@ -237,7 +293,10 @@ impl Server {
         let now = Instant::now();
         let mut next = self.stopping;
         for conn in self.connections.iter().flatten() {
-            next = Some(next.map_or(conn.deadline, |n| n.min(conn.deadline)));
+            let due = conn
+                .hold_until
+                .map_or(conn.deadline, |h| h.min(conn.deadline));
+            next = Some(next.map_or(due, |n| n.min(due)));
         }
         next.map(|t| t.saturating_duration_since(now))
     }
@@ -276,7 +335,7 @@ impl Server {
         }
     }
 
-    fn add_connection(&mut self, mut stream: TcpStream, ip: IpAddr, listener: usize) {
+    fn add_connection(&mut self, mut tcp: TcpStream, ip: IpAddr, listener: usize) {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -285,7 +344,7 @@ impl Server {
             }
         };
         if let Err(e) = self.poll.registry().register(
-            &mut stream,
+            &mut tcp,
             Token(FIRST_CONNECTION + slot),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -293,11 +352,24 @@ impl Server {
             self.free.push(slot);
             return;
         }
+        let role = self.listeners[listener].1;
+        let implicit_tls = role == Role::Submissions;
+        let mut stream = Transport::plain(tcp);
+        if let (Some(tls), true) = (&self.settings.tls, implicit_tls) {
+            if let Err(e) = stream.start_tls(tls) {
+                warn!("TLS setup for [{ip}]: {e}");
+                let _ = self.poll.registry().deregister(stream.socket());
+                self.free.push(slot);
+                return;
+            }
+        }
         let config = Arc::clone(&self.settings.config);
         let idle = config.idle_timeout;
         let peer = Peer {
             ip: Some(ip),
-            role: self.listeners[listener].1,
+            role,
+            starttls: self.settings.tls.is_some(),
+            implicit_tls,
         };
         let mut session = Session::new(config, peer);
         if self.stopping.is_some() {
@@ -314,6 +386,8 @@ impl Server {
             deadline: Instant::now() + idle,
             read_blocked: false,
             peer_closed: false,
+            tls_logged: false,
+            hold_until: None,
         });
         self.open += 1;
         *self.per_ip.entry(ip).or_insert(0) += 1;
@@ -326,13 +400,7 @@ impl Server {
         let Some(Some(conn)) = self.connections.get_mut(slot) else {
             return;
         };
-        let alive = drive_connection(
-            conn,
-            &mut self.scratch,
-            &self.spool,
-            &self.settings.directory,
-            self.settings.config.idle_timeout,
-        );
+        let alive = drive_connection(conn, &mut self.scratch, &self.spool, &self.settings);
         if !alive {
             self.close(slot);
         }
@@ -345,10 +413,12 @@ impl Server {
         let mut backend = SpoolBackend {
             spool: &self.spool,
             directory: &self.settings.directory,
+            users: self.settings.users.as_deref(),
             incoming: &mut conn.incoming,
         };
         conn.session.handle_disconnect(&mut backend);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        conn.stream.close();
+        let _ = self.poll.registry().deregister(conn.stream.socket());
         debug!("disconnect from [{}]", conn.ip);
         self.free.push(slot);
         self.open -= 1;
@@ -368,6 +438,11 @@ impl Server {
             let Some(conn) = self.connections[slot].as_mut() else {
                 continue;
             };
+            if conn.hold_until.is_some_and(|h| now >= h) && !grace_over {
+                conn.hold_until = None;
+                self.drive(slot);
+                continue;
+            }
             let reply: Reply = if grace_over {
                 reply::shutting_down()
             } else if now >= conn.deadline {
@@ -379,12 +454,15 @@ impl Server {
             let mut backend = SpoolBackend {
                 spool: &self.spool,
                 directory: &self.settings.directory,
+                users: self.settings.users.as_deref(),
                 incoming: &mut conn.incoming,
             };
             conn.session.abort(&reply, &mut backend);
             conn.out.extend_from_slice(&conn.session.take_output());
             // One non-blocking attempt to say goodbye, then close.
-            let _ = conn.stream.write(&conn.out);
+            if !conn.stream.handshaking() {
+                let _ = conn.stream.write(&conn.out);
+            }
             self.close(slot);
         }
     }
@@ -435,10 +513,32 @@ impl Server {
         if config.spool != self.settings.config.spool {
             warn!("reload: spool changes take effect after a restart");
         }
+        // A renewed certificate is picked up by new connections; a broken one keeps the
+        // old one rather than turning TLS off.
+        let tls = match load_tls(&config) {
+            Ok(t) => t,
+            Err(e) => {
+                error!("reload: {e}; keeping the running configuration");
+                return;
+            }
+        };
+        if tls.is_none() && config.listen.iter().any(|l| l.role == Role::Submissions) {
+            error!("reload: submissions listeners need tls_cert and tls_key; keeping the running configuration");
+            return;
+        }
+        let users = match load_users(&config) {
+            Ok(u) => u,
+            Err(e) => {
+                error!("reload: {e}; keeping the running configuration");
+                return;
+            }
+        };
         info!("reloaded {}", path.display());
         self.settings = Settings {
             directory: Directory::new(aliases, &config.mail_dir),
             config: Arc::new(config),
+            tls,
+            users,
         };
     }
 }
@@ -464,9 +564,13 @@ fn drive_connection(
     conn: &mut Connection,
     scratch: &mut [u8],
     spool: &Spool,
-    directory: &Directory,
-    idle: Duration,
+    settings: &Settings,
 ) -> bool {
+    let directory = &settings.directory;
+    let idle = settings.config.idle_timeout;
+    if conn.hold_until.is_some() {
+        return true; // expire() drives it again when the hold is over
+    }
     loop {
         let mut progress = false;
         // 1. Let the session work on buffered input.
@@ -474,12 +578,20 @@ fn drive_connection(
             let mut backend = SpoolBackend {
                 spool,
                 directory,
+                users: settings.users.as_deref(),
                 incoming: &mut conn.incoming,
             };
             let was_data = conn.session.in_data();
             let n = conn
                 .session
                 .handle_input(&conn.pending, crate::time::unix_now(), &mut backend);
+            if let Some(delay) = conn.session.take_reply_delay() {
+                conn.pending.drain(..n);
+                let until = Instant::now() + delay;
+                conn.hold_until = Some(until);
+                conn.deadline = conn.deadline.max(until + idle);
+                return true;
+            }
             if n > 0 {
                 conn.pending.drain(..n);
                 progress = true;
@@ -500,12 +612,33 @@ fn drive_connection(
                 Err(_) => return false,
             }
         }
+        if conn.stream.flush().is_err() {
+            return false;
+        }
         if conn.session.is_closed() {
             // Stay open only to flush the last replies.
-            return !conn.out.is_empty() && !conn.peer_closed;
+            return (!conn.out.is_empty() || conn.stream.has_unsent()) && !conn.peer_closed;
         }
         if conn.peer_closed {
             return false;
+        }
+        if conn.session.wants_tls() {
+            // The 220 must leave in plaintext before the first TLS byte; the client's
+            // hello waits in the socket meanwhile, so read nothing until then.
+            if !conn.out.is_empty() {
+                return true;
+            }
+            let Some(tls) = settings.tls.as_ref() else {
+                return false; // the session only accepts STARTTLS when TLS is configured
+            };
+            if let Err(e) = conn.stream.start_tls(tls) {
+                warn!("STARTTLS from [{}]: {e}", conn.ip);
+                return false;
+            }
+            conn.pending.clear();
+            conn.session.handle_tls_started();
+            debug!("STARTTLS from [{}]: handshake started", conn.ip);
+            progress = true;
         }
         // 3. Read more, unless the client is not reading our replies or its input
         // is piling up.
@@ -526,7 +659,15 @@ fn drive_connection(
                     return false;
                 }
             }
-            Ok(n) => conn.pending.extend_from_slice(&scratch[..n]),
+            Ok(n) => {
+                conn.pending.extend_from_slice(&scratch[..n]);
+                if !conn.tls_logged && !conn.stream.handshaking() {
+                    if let Some(tls) = conn.stream.describe() {
+                        info!("[{}]: TLS established: {tls}", conn.ip);
+                        conn.tls_logged = true;
+                    }
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 conn.read_blocked = true;
                 if !progress {
@@ -539,8 +680,8 @@ fn drive_connection(
     }
 }
 
-/// Write as much of `out` as the socket takes; drop what was written.
-fn write_some(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<usize> {
+/// Write as much of `out` as the transport takes; drop what was written.
+fn write_some(stream: &mut Transport, out: &mut Vec<u8>) -> io::Result<usize> {
     let mut written = 0;
     while written < out.len() {
         match stream.write(&out[written..]) {

@@ -1,0 +1,62 @@
+# postling: build, run, test.
+#
+#   make run     build and start `postling serve` on etc/dev.conf (127.0.0.1:2525, spool
+#                and Maildirs under var/), Ctrl-C stops it
+#   make test    install what the tests need when missing, then unit + integration tests
+#
+# Every install step the tests need lives here, so a fresh clone on a fresh machine works.
+
+CARGO   ?= cargo
+BIN     := target/release/postling
+DEV_BIN := target/debug/postling
+MUSL    := x86_64-unknown-linux-musl
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages the integration tests talk to: swaks (with TLS), curl, openssl,
+# dnsmasq (the test DNS server that holds MX records).
+TEST_DEBS := swaks libnet-ssleay-perl libio-socket-ssl-perl curl openssl dnsmasq-base
+
+# $(call apt_install,PACKAGES): install the Debian packages that are not installed yet.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+.PHONY: all build run test test-deps lint fmt static bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+run: build
+	mkdir -p var/spool var/mail/dev
+	$(BIN) serve -c etc/dev.conf
+
+test: test-deps
+	$(CARGO) test --all-targets
+
+test-deps:
+	$(call apt_install,$(TEST_DEBS))
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+# A static musl binary for routers and containers: target/x86_64-unknown-linux-musl/release/postling
+static:
+	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+	$(call apt_install,musl-tools)
+	$(CARGO) build --release --target $(MUSL)
+	@ls -l target/$(MUSL)/release/postling
+
+clean:
+	$(CARGO) clean
+	rm -rf var

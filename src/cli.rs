@@ -62,7 +62,7 @@ fn postling(args: &[String]) -> i32 {
         "flush" => not_yet("flush"),
         "send" => not_yet("send"),
         "resolve" => not_yet("resolve"),
-        "passwd" => not_yet("passwd"),
+        "passwd" => crate::auth::passwd::main(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             exit::OK

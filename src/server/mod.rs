@@ -31,6 +31,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rustls::ServerConfig;
 
+use crate::auth::throttle::{AddressMemory, Policy};
 use crate::auth::users::Users;
 use crate::config::{self, Config, Role};
 use crate::exit;
@@ -121,6 +122,8 @@ struct Server {
     open: usize,
     per_ip: HashMap<IpAddr, usize>,
     scratch: Vec<u8>,
+    /// Recent failed AUTHs per client address, across sessions.
+    auth_memory: AddressMemory,
     /// Set once SIGTERM/SIGINT arrived: the moment sessions are cut off.
     stopping: Option<Instant>,
 }
@@ -238,6 +241,7 @@ impl Server {
             open: 0,
             per_ip: HashMap::new(),
             scratch: vec![0; READ_CHUNK],
+            auth_memory: AddressMemory::new(Policy::DEFAULT),
             stopping: None,
         })
     }
@@ -370,6 +374,7 @@ impl Server {
             role,
             starttls: self.settings.tls.is_some(),
             implicit_tls,
+            prior_auth_failures: self.auth_memory.prior_failures(ip, crate::time::unix_now()),
         };
         let mut session = Session::new(config, peer);
         if self.stopping.is_some() {
@@ -400,7 +405,13 @@ impl Server {
         let Some(Some(conn)) = self.connections.get_mut(slot) else {
             return;
         };
-        let alive = drive_connection(conn, &mut self.scratch, &self.spool, &self.settings);
+        let alive = drive_connection(
+            conn,
+            &mut self.scratch,
+            &self.spool,
+            &self.settings,
+            &mut self.auth_memory,
+        );
         if !alive {
             self.close(slot);
         }
@@ -565,6 +576,7 @@ fn drive_connection(
     scratch: &mut [u8],
     spool: &Spool,
     settings: &Settings,
+    auth_memory: &mut AddressMemory,
 ) -> bool {
     let directory = &settings.directory;
     let idle = settings.config.idle_timeout;
@@ -585,6 +597,9 @@ fn drive_connection(
             let n = conn
                 .session
                 .handle_input(&conn.pending, crate::time::unix_now(), &mut backend);
+            for _ in 0..conn.session.take_auth_failures() {
+                auth_memory.record_failure(conn.ip, crate::time::unix_now());
+            }
             if let Some(delay) = conn.session.take_reply_delay() {
                 conn.pending.drain(..n);
                 let until = Instant::now() + delay;

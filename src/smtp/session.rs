@@ -26,6 +26,7 @@ use super::data::{Defect, DotReader};
 use super::headers::SubmissionHeaders;
 use super::reply::{self, Reply};
 use crate::auth::sasl::{self, Exchange, Step};
+use crate::auth::throttle::{Action, Policy, SessionThrottle};
 use crate::config::{Config, Role};
 use crate::spool::{Envelope, QueueId, Recipient, SpoolError};
 
@@ -41,15 +42,6 @@ pub const OUTPUT_HIGH_WATER: usize = 16 * 1024;
 /// Failed commands after which the client is disconnected (Postfix's
 /// `smtpd_hard_error_limit` is 20 too).
 pub const MAX_ERRORS: u32 = 20;
-
-/// Delay before answering each failed AUTH, indexed by earlier failures in the session;
-/// after the last one the client is disconnected (`421 4.7.0`). Slows password guessing
-/// to a crawl without holding a worker: the server just sends the reply later.
-const AUTH_FAILURE_DELAYS: &[Duration] = &[
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-];
 
 /// Longest HELO name we copy into a Received header.
 const MAX_HELO_IN_HEADER: usize = 255;
@@ -82,6 +74,9 @@ pub struct Peer {
     pub starttls: bool,
     /// The connection is TLS from its first byte (`submissions`, port 465).
     pub implicit_tls: bool,
+    /// Recent failed AUTHs from this address in earlier sessions (the server's memory),
+    /// so reconnecting does not reset the delay.
+    pub prior_auth_failures: u32,
 }
 
 struct Transaction {
@@ -125,7 +120,9 @@ pub struct Session {
     esmtp: bool,
     tls: bool,
     auth_user: Option<String>,
-    auth_failures: usize,
+    auth_throttle: SessionThrottle,
+    /// Failed AUTHs not yet reported to the server (see `take_auth_failures`).
+    new_auth_failures: u32,
     /// Hold the replies produced so far for this long before sending them (a failed AUTH).
     reply_delay: Option<Duration>,
     transaction: Option<Transaction>,
@@ -153,7 +150,8 @@ impl Session {
             esmtp: false,
             tls: peer.implicit_tls,
             auth_user: None,
-            auth_failures: 0,
+            auth_throttle: SessionThrottle::new(Policy::DEFAULT, peer.prior_auth_failures),
+            new_auth_failures: 0,
             reply_delay: None,
             transaction: None,
             line: Vec::new(),
@@ -220,6 +218,11 @@ impl Session {
     /// AUTH); input is not processed meanwhile. Taking it clears it.
     pub fn take_reply_delay(&mut self) -> Option<Duration> {
         self.reply_delay.take()
+    }
+
+    /// Failed AUTHs since the last call, for the server's per-address memory.
+    pub fn take_auth_failures(&mut self) -> u32 {
+        std::mem::take(&mut self.new_auth_failures)
     }
 
     /// STARTTLS was accepted: once the pending output is sent, the server must switch
@@ -471,19 +474,27 @@ impl Session {
         }
     }
 
-    /// 535, after a delay that grows with each failure; then a disconnect.
+    /// 535 after a delay that grows with each failure (see `auth::throttle`); after a
+    /// few, 421 and a disconnect.
     fn auth_failed(&mut self) {
-        self.fail(reply::auth_failed());
-        match AUTH_FAILURE_DELAYS.get(self.auth_failures) {
-            Some(delay) => self.reply_delay = Some(*delay),
-            None => {
+        self.new_auth_failures += 1;
+        let delay = match self.auth_throttle.on_failure() {
+            Action::ReplyAfter(d) => {
+                self.fail(reply::auth_failed());
+                d
+            }
+            Action::DisconnectAfter(d) => {
+                self.send(&reply::auth_failed());
                 if !self.is_closed() {
                     self.send(&reply::too_many_auth_failures());
                     self.state = State::Closed;
                 }
+                d
             }
+        };
+        if !delay.is_zero() {
+            self.reply_delay = Some(delay);
         }
-        self.auth_failures += 1;
     }
 
     fn starttls(&mut self) {
@@ -867,6 +878,7 @@ mod tests {
                 role: Role::Smtp,
                 starttls: extra.contains("tls_cert"),
                 implicit_tls: false,
+                prior_auth_failures: 0,
             };
             let mut h = Harness {
                 session: Session::new(config(extra), peer),
@@ -1169,6 +1181,7 @@ mod tests {
             role: Role::Submission,
             starttls: false,
             implicit_tls: false,
+            prior_auth_failures: 0,
         };
         let mut s = Session::new(config(""), peer);
         let mut b = MemoryBackend::default();
@@ -1261,6 +1274,7 @@ mod tests {
             role: Role::Submission,
             starttls: true,
             implicit_tls: tls,
+            prior_auth_failures: 0,
         };
         let mut h = Harness {
             session: Session::new(
@@ -1372,11 +1386,12 @@ mod tests {
             "535 5.7.8 Error: authentication failed\r\n\
              535 5.7.8 Error: authentication failed\r\n\
              535 5.7.8 Error: authentication failed\r\n\
-             535 5.7.8 Error: authentication failed\r\n\
              421 4.7.0 Error: too many authentication failures, closing connection\r\n"
         );
-        assert_eq!(h.delays, AUTH_FAILURE_DELAYS);
+        // A first typo costs nothing; then 1 s, 2 s (auth::throttle's schedule).
+        assert_eq!(h.delays, [Duration::from_secs(1), Duration::from_secs(2)]);
         assert!(h.session.is_closed());
+        assert_eq!(h.session.take_auth_failures(), 3);
     }
 
     #[test]

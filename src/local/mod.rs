@@ -2,3 +2,4 @@
 
 pub mod aliases;
 pub mod directory;
+pub mod expand;

@@ -3,3 +3,4 @@
 pub mod aliases;
 pub mod directory;
 pub mod expand;
+pub mod maildir;

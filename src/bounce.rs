@@ -239,11 +239,11 @@ fn explanation(p: &BounceParams) -> String {
 /// Part 2: the machine-readable report, RFC 3464 §2.2 and §2.3.
 fn delivery_status(p: &BounceParams) -> String {
     let mut s = String::new();
-    let mut field = |s: &mut String, name: &str, value: &str| {
+    let field = |s: &mut String, name: &str, value: &str| {
         let line = format!("{name}: {value}");
         // RFC 5322 §2.2.3 folding: a CRLF goes in front of a space that was already
-        // there, so unfolding (removing the CRLF) gives back the exact text. One column
-        // is kept for that space.
+        // there, so unfolding (removing the CRLF) gives back the text (with runs of
+        // spaces collapsed by `fold`). One column is kept for that space.
         s.push_str(&fold(&line, FOLD_AT - 1).join("\r\n "));
         s.push_str("\r\n");
     };

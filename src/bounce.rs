@@ -173,10 +173,15 @@ pub fn build(params: &BounceParams) -> Vec<u8> {
         false,
         report.as_bytes(),
     );
-    let description = "Undelivered Message Headers";
+    // RFC 6532 header fields are UTF-8; say so when they are, so a reader decodes them.
+    let headers_type = if eight_bit_headers && std::str::from_utf8(&headers).is_ok() {
+        "text/rfc822-headers; charset=utf-8"
+    } else {
+        "text/rfc822-headers"
+    };
     part(
-        "text/rfc822-headers",
-        description,
+        headers_type,
+        "Undelivered Message Headers",
         eight_bit_headers,
         &headers,
     );

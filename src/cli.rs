@@ -61,7 +61,7 @@ fn postling(args: &[String]) -> i32 {
         "queue" => queue(rest),
         "flush" => not_yet("flush"),
         "send" => not_yet("send"),
-        "resolve" => not_yet("resolve"),
+        "resolve" => crate::dns::report::main(rest),
         "passwd" => crate::auth::passwd::main(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");

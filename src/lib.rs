@@ -8,6 +8,7 @@ pub mod bounce;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod dns;
 pub mod exit;
 pub mod local;
 pub mod server;

@@ -62,7 +62,7 @@ fn postling(args: &[String]) -> i32 {
         "flush" => not_yet("flush"),
         "send" => not_yet("send"),
         "resolve" => crate::dns::report::main(rest),
-        "passwd" => not_yet("passwd"),
+        "passwd" => crate::auth::passwd::main(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             exit::OK
@@ -168,6 +168,18 @@ fn check(args: &[String]) -> i32 {
     if let Err(e) = Aliases::load(&config.aliases) {
         eprintln!("postling: {e}");
         return exit::CONFIG;
+    }
+    if let Some(path) = &config.users {
+        if let Err(e) = crate::auth::users::Users::load(path) {
+            eprintln!("postling: {e}");
+            return exit::CONFIG;
+        }
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        if let Err(e) = crate::server::tls::server_config(cert, key) {
+            eprintln!("postling: {e}");
+            return exit::CONFIG;
+        }
     }
     print!("{}", config::render(&config));
     exit::OK

@@ -932,7 +932,7 @@ fn render_size(bytes: u64) -> String {
 }
 
 /// A duration in the largest unit that divides it exactly: `5d`, `90m`, `10s`.
-fn render_duration(d: Duration) -> String {
+pub fn render_duration(d: Duration) -> String {
     let secs = d.as_secs();
     for (unit_secs, unit) in [(86_400, "d"), (3600, "h"), (60, "m")] {
         if secs != 0 && secs.is_multiple_of(unit_secs) {

@@ -4,8 +4,10 @@
 //! delivery. The protocol cores (`smtp`) never touch a socket, a file or the clock.
 
 pub mod auth;
+pub mod bounce;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod dns;
 pub mod exit;
 pub mod local;

@@ -493,6 +493,16 @@ pub fn hash(
     Hash::parse(&render(scheme, rounds, salt, password))
 }
 
+/// A salt of [`MAX_SALT_LEN`] crypt-alphabet characters from random bytes: each byte's
+/// low six bits pick a character (256 is a multiple of 64, so every character is
+/// equally likely: 96 bits of salt).
+pub fn salt_from_random(random: &[u8; MAX_SALT_LEN]) -> String {
+    random
+        .iter()
+        .map(|&b| char::from(CRYPT_ALPHABET[usize::from(b & 63)]))
+        .collect()
+}
+
 /// Does `password` match `hash`? Recomputes the whole string and compares in constant
 /// time (the position of the first difference must not show in the timing).
 pub fn verify(password: &[u8], hash: &Hash) -> bool {
@@ -862,6 +872,18 @@ mod tests {
         assert_eq!(format!("{h:?}"), "Hash($6$rounds=1234$Q2$…)");
         let h = Hash::parse(OPENSSL[15].2).unwrap();
         assert_eq!(format!("{h:?}"), "Hash($6$rounds=5000$abc$…)");
+    }
+
+    #[test]
+    fn random_salts() {
+        let mut bytes = [0u8; MAX_SALT_LEN];
+        assert_eq!(salt_from_random(&bytes), "................");
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (i * 17 + 200) as u8;
+        }
+        let salt = salt_from_random(&bytes);
+        assert_eq!(salt, "6NevARizEVm1IZq5");
+        assert!(hash(b"x", &salt, Scheme::Sha512, None).is_ok());
     }
 
     #[test]

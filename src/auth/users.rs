@@ -248,6 +248,46 @@ mod tests {
         }
     }
 
+    /// Not a pass/fail test: prints what a verification costs, known vs unknown user.
+    /// `cargo test --release --lib timing_report -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn timing_report() {
+        use std::time::{Duration, Instant};
+        let u = parse(&format!("alice:{ALICE}\n")).unwrap();
+        let cases: [(&str, &[u8]); 3] = [
+            ("alice", b"hunter2"),
+            ("alice", b"wrong"),
+            ("nobody", b"hunter2"),
+        ];
+        // Interleaved, after a warm-up, so frequency scaling hits all cases alike.
+        let mut spent = [Duration::ZERO; 3];
+        let n = 200;
+        for round in 0..=n {
+            for (k, &(name, pw)) in cases.iter().enumerate() {
+                let t = Instant::now();
+                std::hint::black_box(u.verify(name, pw));
+                if round > 0 {
+                    spent[k] += t.elapsed();
+                }
+            }
+        }
+        for (k, &(name, pw)) in cases.iter().enumerate() {
+            eprintln!(
+                "verify({name}, {} bytes): {:?} each",
+                pw.len(),
+                spent[k] / n
+            );
+        }
+        let long = vec![b'a'; MAX_PASSWORD_LEN];
+        let t = Instant::now();
+        u.verify("alice", &long);
+        eprintln!(
+            "verify with a {MAX_PASSWORD_LEN}-byte password: {:?}",
+            t.elapsed()
+        );
+    }
+
     #[test]
     fn unreadable_file() {
         let e = Users::load(Path::new("/nonexistent/postling-users")).unwrap_err();

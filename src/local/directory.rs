@@ -41,6 +41,19 @@ impl Directory {
     }
 }
 
+/// The uid and gid of system user `name` from the passwd file, if it has one.
+pub fn system_user_ids(passwd: &Path, name: &str) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(passwd).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    })
+}
+
 fn system_user_exists(passwd: &Path, name: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(passwd) else {
         return false;
@@ -80,6 +93,9 @@ mod tests {
         ] {
             assert_eq!(d.exists(name), want, "{name}");
         }
+        assert_eq!(system_user_ids(&d.passwd, "dave"), Some((1000, 1000)));
+        assert_eq!(system_user_ids(&d.passwd, "root"), Some((0, 0)));
+        assert_eq!(system_user_ids(&d.passwd, "eve"), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

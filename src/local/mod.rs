@@ -2,3 +2,5 @@
 
 pub mod aliases;
 pub mod directory;
+pub mod expand;
+pub mod maildir;

@@ -31,6 +31,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rustls::ServerConfig;
 
+use crate::auth::throttle::{AddressMemory, Policy};
+use crate::auth::users::Users;
 use crate::config::{self, Config, Role};
 use crate::exit;
 use crate::local::aliases::Aliases;
@@ -74,6 +76,8 @@ struct Connection {
     peer_closed: bool,
     /// The TLS handshake finished and was logged.
     tls_logged: bool,
+    /// Replies are held until then (a failed AUTH); nothing is read or sent meanwhile.
+    hold_until: Option<Instant>,
 }
 
 /// Everything that can change on SIGHUP.
@@ -82,6 +86,18 @@ struct Settings {
     directory: Directory,
     /// From `tls_cert`/`tls_key`; `None` when not configured (no STARTTLS offered).
     tls: Option<Arc<ServerConfig>>,
+    /// The `users` file, when configured.
+    users: Option<Arc<Users>>,
+}
+
+/// Loads the `users` file when one is configured.
+fn load_users(config: &Config) -> Result<Option<Arc<Users>>, String> {
+    match &config.users {
+        Some(path) => Users::load(path)
+            .map(|u| Some(Arc::new(u)))
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
 }
 
 /// Loads the TLS certificate and key when both are configured.
@@ -106,6 +122,8 @@ struct Server {
     open: usize,
     per_ip: HashMap<IpAddr, usize>,
     scratch: Vec<u8>,
+    /// Recent failed AUTHs per client address, across sessions.
+    auth_memory: AddressMemory,
     /// Set once SIGTERM/SIGINT arrived: the moment sessions are cut off.
     stopping: Option<Instant>,
 }
@@ -121,6 +139,13 @@ pub fn serve(config: Config) -> i32 {
     };
     let tls = match load_tls(&config) {
         Ok(t) => t,
+        Err(e) => {
+            eprintln!("postling: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let users = match load_users(&config) {
+        Ok(u) => u,
         Err(e) => {
             eprintln!("postling: {e}");
             return exit::CONFIG;
@@ -155,7 +180,7 @@ pub fn serve(config: Config) -> i32 {
             crate::time::io_reason(&e)
         );
     }
-    let mut server = match Server::new(config, directory, tls, spool) {
+    let mut server = match Server::new(config, directory, tls, users, spool) {
         Ok(s) => s,
         Err((what, e)) => {
             eprintln!("postling: {what}: {}", crate::time::io_reason(&e));
@@ -176,6 +201,7 @@ impl Server {
         config: Config,
         directory: Directory,
         tls: Option<Arc<ServerConfig>>,
+        users: Option<Arc<Users>>,
         spool: Spool,
     ) -> Result<Server, (String, io::Error)> {
         let poll = Poll::new().map_err(|e| ("poll".to_string(), e))?;
@@ -207,6 +233,7 @@ impl Server {
                 config: Arc::new(config),
                 directory,
                 tls,
+                users,
             },
             spool,
             connections: Vec::new(),
@@ -214,6 +241,7 @@ impl Server {
             open: 0,
             per_ip: HashMap::new(),
             scratch: vec![0; READ_CHUNK],
+            auth_memory: AddressMemory::new(Policy::DEFAULT),
             stopping: None,
         })
     }
@@ -269,7 +297,10 @@ impl Server {
         let now = Instant::now();
         let mut next = self.stopping;
         for conn in self.connections.iter().flatten() {
-            next = Some(next.map_or(conn.deadline, |n| n.min(conn.deadline)));
+            let due = conn
+                .hold_until
+                .map_or(conn.deadline, |h| h.min(conn.deadline));
+            next = Some(next.map_or(due, |n| n.min(due)));
         }
         next.map(|t| t.saturating_duration_since(now))
     }
@@ -343,6 +374,7 @@ impl Server {
             role,
             starttls: self.settings.tls.is_some(),
             implicit_tls,
+            prior_auth_failures: self.auth_memory.prior_failures(ip, crate::time::unix_now()),
         };
         let mut session = Session::new(config, peer);
         if self.stopping.is_some() {
@@ -360,6 +392,7 @@ impl Server {
             read_blocked: false,
             peer_closed: false,
             tls_logged: false,
+            hold_until: None,
         });
         self.open += 1;
         *self.per_ip.entry(ip).or_insert(0) += 1;
@@ -372,7 +405,13 @@ impl Server {
         let Some(Some(conn)) = self.connections.get_mut(slot) else {
             return;
         };
-        let alive = drive_connection(conn, &mut self.scratch, &self.spool, &self.settings);
+        let alive = drive_connection(
+            conn,
+            &mut self.scratch,
+            &self.spool,
+            &self.settings,
+            &mut self.auth_memory,
+        );
         if !alive {
             self.close(slot);
         }
@@ -385,6 +424,7 @@ impl Server {
         let mut backend = SpoolBackend {
             spool: &self.spool,
             directory: &self.settings.directory,
+            users: self.settings.users.as_deref(),
             incoming: &mut conn.incoming,
         };
         conn.session.handle_disconnect(&mut backend);
@@ -409,6 +449,11 @@ impl Server {
             let Some(conn) = self.connections[slot].as_mut() else {
                 continue;
             };
+            if conn.hold_until.is_some_and(|h| now >= h) && !grace_over {
+                conn.hold_until = None;
+                self.drive(slot);
+                continue;
+            }
             let reply: Reply = if grace_over {
                 reply::shutting_down()
             } else if now >= conn.deadline {
@@ -420,6 +465,7 @@ impl Server {
             let mut backend = SpoolBackend {
                 spool: &self.spool,
                 directory: &self.settings.directory,
+                users: self.settings.users.as_deref(),
                 incoming: &mut conn.incoming,
             };
             conn.session.abort(&reply, &mut backend);
@@ -491,11 +537,19 @@ impl Server {
             error!("reload: submissions listeners need tls_cert and tls_key; keeping the running configuration");
             return;
         }
+        let users = match load_users(&config) {
+            Ok(u) => u,
+            Err(e) => {
+                error!("reload: {e}; keeping the running configuration");
+                return;
+            }
+        };
         info!("reloaded {}", path.display());
         self.settings = Settings {
             directory: Directory::new(aliases, &config.mail_dir),
             config: Arc::new(config),
             tls,
+            users,
         };
     }
 }
@@ -522,9 +576,13 @@ fn drive_connection(
     scratch: &mut [u8],
     spool: &Spool,
     settings: &Settings,
+    auth_memory: &mut AddressMemory,
 ) -> bool {
     let directory = &settings.directory;
     let idle = settings.config.idle_timeout;
+    if conn.hold_until.is_some() {
+        return true; // expire() drives it again when the hold is over
+    }
     loop {
         let mut progress = false;
         // 1. Let the session work on buffered input.
@@ -532,12 +590,23 @@ fn drive_connection(
             let mut backend = SpoolBackend {
                 spool,
                 directory,
+                users: settings.users.as_deref(),
                 incoming: &mut conn.incoming,
             };
             let was_data = conn.session.in_data();
             let n = conn
                 .session
                 .handle_input(&conn.pending, crate::time::unix_now(), &mut backend);
+            for _ in 0..conn.session.take_auth_failures() {
+                auth_memory.record_failure(conn.ip, crate::time::unix_now());
+            }
+            if let Some(delay) = conn.session.take_reply_delay() {
+                conn.pending.drain(..n);
+                let until = Instant::now() + delay;
+                conn.hold_until = Some(until);
+                conn.deadline = conn.deadline.max(until + idle);
+                return true;
+            }
             if n > 0 {
                 conn.pending.drain(..n);
                 progress = true;

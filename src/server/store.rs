@@ -1,5 +1,6 @@
 //! The session's [`Backend`] over the real spool and local user directory.
 
+use crate::auth::users::Users;
 use crate::local::directory::Directory;
 use crate::smtp::session::Backend;
 use crate::spool::{Envelope, Incoming, QueueId, Spool, SpoolError};
@@ -7,6 +8,7 @@ use crate::spool::{Envelope, Incoming, QueueId, Spool, SpoolError};
 pub struct SpoolBackend<'a> {
     pub spool: &'a Spool,
     pub directory: &'a Directory,
+    pub users: Option<&'a Users>,
     /// The message being received on this connection, if any.
     pub incoming: &'a mut Option<Incoming>,
 }
@@ -14,6 +16,10 @@ pub struct SpoolBackend<'a> {
 impl Backend for SpoolBackend<'_> {
     fn local_user_exists(&self, local_part: &str) -> bool {
         self.directory.exists(local_part)
+    }
+
+    fn authenticate(&mut self, username: &str, password: &[u8]) -> bool {
+        self.users.is_some_and(|u| u.verify(username, password))
     }
 
     fn begin_message(&mut self, now: u64) -> Result<QueueId, SpoolError> {

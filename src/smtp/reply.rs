@@ -198,6 +198,39 @@ pub fn text_line_too_long() -> Reply {
 pub fn ready_for_tls() -> Reply {
     Reply::new(220, "2.0.0", "Ready to start TLS")
 }
+pub fn auth_ok() -> Reply {
+    Reply::new(235, "2.7.0", "Authentication successful")
+}
+pub fn auth_failed() -> Reply {
+    Reply::new(535, "5.7.8", "Error: authentication failed")
+}
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, "5.7.0", "Authentication aborted")
+}
+pub fn auth_malformed() -> Reply {
+    Reply::new(501, "5.5.2", "Error: cannot decode response")
+}
+pub fn auth_line_too_long() -> Reply {
+    Reply::new(500, "5.5.6", "Authentication exchange line is too long")
+}
+pub fn unknown_mechanism() -> Reply {
+    Reply::new(504, "5.5.4", "Unrecognized authentication type")
+}
+pub fn encryption_required() -> Reply {
+    // RFC 4954 §6: 538 5.7.11 when the mechanism needs a protected channel.
+    Reply::new(
+        538,
+        "5.7.11",
+        "Encryption required for requested authentication mechanism",
+    )
+}
+pub fn too_many_auth_failures() -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        "Error: too many authentication failures, closing connection",
+    )
+}
 pub fn auth_required() -> Reply {
     Reply::new(530, "5.7.0", "Authentication required")
 }

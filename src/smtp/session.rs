@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::info;
 
@@ -24,6 +25,8 @@ use super::command::{self, Body, Command, ForwardPath, MailParams};
 use super::data::{Defect, DotReader};
 use super::headers::SubmissionHeaders;
 use super::reply::{self, Reply};
+use crate::auth::sasl::{self, Exchange, Step};
+use crate::auth::throttle::{Action, Policy, SessionThrottle};
 use crate::config::{Config, Role};
 use crate::spool::{Envelope, QueueId, Recipient, SpoolError};
 
@@ -49,6 +52,8 @@ pub trait Backend {
     /// Is `local_part` (lower-cased) a local recipient: an alias, a system user or an
     /// existing Maildir?
     fn local_user_exists(&self, local_part: &str) -> bool;
+    /// Does `password` belong to `username` (the `users` file)?
+    fn authenticate(&mut self, username: &str, password: &[u8]) -> bool;
     /// Start storing a new message; returns its queue ID.
     fn begin_message(&mut self, now: u64) -> Result<QueueId, SpoolError>;
     /// Append decoded message bytes.
@@ -69,6 +74,9 @@ pub struct Peer {
     pub starttls: bool,
     /// The connection is TLS from its first byte (`submissions`, port 465).
     pub implicit_tls: bool,
+    /// Recent failed AUTHs from this address in earlier sessions (the server's memory),
+    /// so reconnecting does not reset the delay.
+    pub prior_auth_failures: u32,
 }
 
 struct Transaction {
@@ -81,6 +89,8 @@ struct Transaction {
 enum State {
     Command,
     Data(DataState),
+    /// An AUTH exchange awaits the client's next line (after a `334`).
+    Auth(Box<Exchange>),
     /// `220` to STARTTLS sent: the server switches the connection to TLS once that
     /// reply is out. Any plaintext that arrives meanwhile is discarded unread (pipelined
     /// commands after STARTTLS must not run inside TLS: CVE-2011-0411).
@@ -110,6 +120,11 @@ pub struct Session {
     esmtp: bool,
     tls: bool,
     auth_user: Option<String>,
+    auth_throttle: SessionThrottle,
+    /// Failed AUTHs not yet reported to the server (see `take_auth_failures`).
+    new_auth_failures: u32,
+    /// Hold the replies produced so far for this long before sending them (a failed AUTH).
+    reply_delay: Option<Duration>,
     transaction: Option<Transaction>,
     /// A command line being assembled across reads.
     line: Vec<u8>,
@@ -135,6 +150,9 @@ impl Session {
             esmtp: false,
             tls: peer.implicit_tls,
             auth_user: None,
+            auth_throttle: SessionThrottle::new(Policy::DEFAULT, peer.prior_auth_failures),
+            new_auth_failures: 0,
+            reply_delay: None,
             transaction: None,
             line: Vec::new(),
             discarding: false,
@@ -158,7 +176,8 @@ impl Session {
     pub fn handle_input(&mut self, input: &[u8], now: u64, backend: &mut dyn Backend) -> usize {
         self.now = now;
         let mut pos = 0;
-        while pos < input.len() && self.out.len() < OUTPUT_HIGH_WATER {
+        while pos < input.len() && self.out.len() < OUTPUT_HIGH_WATER && self.reply_delay.is_none()
+        {
             match self.state {
                 State::Closed => break,
                 State::StartingTls => {
@@ -172,7 +191,9 @@ impl Session {
                     pos = input.len();
                 }
                 State::Data(_) => pos += self.handle_data(&input[pos..], backend),
-                State::Command => pos += self.handle_command_bytes(&input[pos..], backend),
+                State::Command | State::Auth(_) => {
+                    pos += self.handle_command_bytes(&input[pos..], backend)
+                }
             }
         }
         pos
@@ -191,6 +212,17 @@ impl Session {
     /// The session has ended; close once the output is sent.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
+    }
+
+    /// The replies now pending must not be sent before this delay has passed (a failed
+    /// AUTH); input is not processed meanwhile. Taking it clears it.
+    pub fn take_reply_delay(&mut self) -> Option<Duration> {
+        self.reply_delay.take()
+    }
+
+    /// Failed AUTHs since the last call, for the server's per-address memory.
+    pub fn take_auth_failures(&mut self) -> u32 {
+        std::mem::take(&mut self.new_auth_failures)
     }
 
     /// STARTTLS was accepted: once the pending output is sent, the server must switch
@@ -269,10 +301,15 @@ impl Session {
     /// Consume bytes up to and including one line end (or all of `input` when it holds
     /// none). Returns the number consumed.
     fn handle_command_bytes(&mut self, input: &[u8], backend: &mut dyn Backend) -> usize {
+        let limit = match self.state {
+            // RFC 4954 §4: SASL responses may be longer than commands.
+            State::Auth(_) => sasl::MAX_RESPONSE_LEN + 2,
+            _ => MAX_COMMAND_LINE,
+        };
         let Some(lf) = input.iter().position(|&b| b == b'\n') else {
             // No line end yet: keep the partial line unless it is already too long.
             if !self.discarding {
-                if self.line.len() + input.len() < MAX_COMMAND_LINE {
+                if self.line.len() + input.len() < limit {
                     self.line.extend_from_slice(input);
                 } else {
                     self.line.clear();
@@ -282,10 +319,15 @@ impl Session {
             return input.len();
         };
         let consumed = lf + 1;
-        if self.discarding || self.line.len() + consumed > MAX_COMMAND_LINE {
+        if self.discarding || self.line.len() + consumed > limit {
             self.discarding = false;
             self.line.clear();
-            self.fail(reply::line_too_long());
+            if let State::Auth(_) = self.state {
+                self.state = State::Command;
+                self.fail(reply::auth_line_too_long());
+            } else {
+                self.fail(reply::line_too_long());
+            }
             return consumed;
         }
         let mut line = std::mem::take(&mut self.line);
@@ -294,7 +336,17 @@ impl Session {
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        self.handle_line(&line, backend);
+        if let State::Auth(_) = self.state {
+            self.handle_auth_line(&line, backend);
+            // The line held credentials: do not leave them in a reused buffer.
+            crate::auth::secret::wipe(&mut line);
+        } else {
+            let was_auth = line.len() > 4 && line[..5].eq_ignore_ascii_case(b"AUTH ");
+            self.handle_line(&line, backend);
+            if was_auth {
+                crate::auth::secret::wipe(&mut line);
+            }
+        }
         line.clear();
         self.line = line; // keep the allocation
         consumed
@@ -337,7 +389,10 @@ impl Session {
             Command::Vrfy => self.send(&reply::vrfy()),
             Command::Help => self.send(&reply::help()),
             Command::StartTls => self.starttls(),
-            Command::Expn | Command::Auth { .. } => self.fail(reply::not_implemented()),
+            Command::Auth { mechanism, initial } => {
+                self.auth(&mechanism, initial.as_deref(), backend)
+            }
+            Command::Expn => self.fail(reply::not_implemented()),
             Command::Http => {
                 info!(
                     "{}: HTTP request on the SMTP port, closing",
@@ -346,6 +401,99 @@ impl Session {
                 self.send(&reply::http_refused());
                 self.state = State::Closed;
             }
+        }
+    }
+
+    /// AUTH is offered: accounts exist and the connection is private (RFC 4954 §4,
+    /// RFC 8314), unless the administrator allowed plaintext for loopback testing.
+    fn auth_offered(&self) -> bool {
+        self.config.users.is_some() && (self.tls || self.config.auth_without_tls)
+    }
+
+    fn auth(&mut self, mechanism: &str, initial: Option<&str>, backend: &mut dyn Backend) {
+        if self.config.users.is_none() {
+            return self.fail(reply::not_implemented());
+        }
+        if self.helo.is_none() {
+            return self.fail(reply::bad_sequence("Error: send HELO/EHLO first"));
+        }
+        if self.auth_user.is_some() {
+            // RFC 4954 §4: after a successful AUTH, another AUTH gets 503.
+            return self.fail(reply::bad_sequence("Error: already authenticated"));
+        }
+        if self.transaction.is_some() {
+            return self.fail(reply::bad_sequence("Error: MAIL transaction in progress"));
+        }
+        if !self.auth_offered() {
+            return self.fail(reply::encryption_required());
+        }
+        match Exchange::start(mechanism, initial) {
+            Ok((exchange, step)) => self.auth_step(Box::new(exchange), step, backend),
+            Err(sasl::UnsupportedMechanism) => self.fail(reply::unknown_mechanism()),
+        }
+    }
+
+    fn handle_auth_line(&mut self, line: &[u8], backend: &mut dyn Backend) {
+        let State::Auth(mut exchange) = std::mem::replace(&mut self.state, State::Command) else {
+            return;
+        };
+        let step = exchange.handle_line(line);
+        self.auth_step(exchange, step, backend);
+    }
+
+    fn auth_step(&mut self, exchange: Box<Exchange>, step: Step, backend: &mut dyn Backend) {
+        let method = exchange.mechanism().name();
+        match step {
+            Step::Challenge(text) => {
+                self.send(&Reply::plain(334, text));
+                self.state = State::Auth(exchange);
+            }
+            Step::Done {
+                username, password, ..
+            } => {
+                if backend.authenticate(&username, password.expose()) {
+                    info!(
+                        "{}: sasl_method={method}, sasl_username={username}",
+                        self.client_name()
+                    );
+                    self.auth_user = Some(username);
+                    self.send(&reply::auth_ok());
+                } else {
+                    info!(
+                        "{}: warning: SASL {method} authentication failed for user '{}'",
+                        self.client_name(),
+                        username.escape_debug()
+                    );
+                    self.auth_failed();
+                }
+            }
+            Step::Refused => self.auth_failed(),
+            Step::Cancelled => self.fail(reply::auth_cancelled()),
+            Step::Malformed => self.fail(reply::auth_malformed()),
+            Step::TooLong => self.fail(reply::auth_line_too_long()),
+        }
+    }
+
+    /// 535 after a delay that grows with each failure (see `auth::throttle`); after a
+    /// few, 421 and a disconnect.
+    fn auth_failed(&mut self) {
+        self.new_auth_failures += 1;
+        let delay = match self.auth_throttle.on_failure() {
+            Action::ReplyAfter(d) => {
+                self.fail(reply::auth_failed());
+                d
+            }
+            Action::DisconnectAfter(d) => {
+                self.send(&reply::auth_failed());
+                if !self.is_closed() {
+                    self.send(&reply::too_many_auth_failures());
+                    self.state = State::Closed;
+                }
+                d
+            }
+        };
+        if !delay.is_zero() {
+            self.reply_delay = Some(delay);
         }
     }
 
@@ -386,6 +534,9 @@ impl Session {
         ];
         if self.peer.starttls && !self.tls {
             lines.push("STARTTLS".into());
+        }
+        if self.auth_offered() {
+            lines.push(format!("AUTH {}", sasl::MECHANISMS).into());
         }
         lines.push("HELP".into());
         self.send(&Reply::multiline(250, lines));
@@ -582,8 +733,12 @@ impl Session {
         };
         match backend.commit_message(&envelope) {
             Ok(()) => {
+                let sasl = match &self.auth_user {
+                    Some(user) => format!(", sasl_username={user}"),
+                    None => String::new(),
+                };
                 info!(
-                    "{}: client={client}, from=<{sender}>, size={}, nrcpt={}",
+                    "{}: client={client}{sasl}, from=<{sender}>, size={}, nrcpt={}",
                     st.id,
                     envelope.size,
                     envelope.recipients.len()
@@ -673,6 +828,9 @@ mod tests {
         fn local_user_exists(&self, local_part: &str) -> bool {
             matches!(local_part, "alice" | "bob")
         }
+        fn authenticate(&mut self, username: &str, password: &[u8]) -> bool {
+            username == "alice" && password == b"secret"
+        }
         fn begin_message(&mut self, _now: u64) -> Result<QueueId, SpoolError> {
             self.next += 1;
             let id = QueueId::new(1_000_000, self.next);
@@ -710,6 +868,7 @@ mod tests {
     struct Harness {
         session: Session,
         backend: MemoryBackend,
+        delays: Vec<Duration>,
     }
 
     impl Harness {
@@ -719,10 +878,12 @@ mod tests {
                 role: Role::Smtp,
                 starttls: extra.contains("tls_cert"),
                 implicit_tls: false,
+                prior_auth_failures: 0,
             };
             let mut h = Harness {
                 session: Session::new(config(extra), peer),
                 backend: MemoryBackend::default(),
+                delays: Vec::new(),
             };
             let greeting = h.output();
             assert_eq!(greeting, "220 mx.test ESMTP postling\r\n");
@@ -737,6 +898,10 @@ mod tests {
                 pos += self
                     .session
                     .handle_input(&input[pos..], 1_796_396_783, &mut self.backend);
+                // The server holds delayed replies, then goes on; record the delay.
+                if let Some(d) = self.session.take_reply_delay() {
+                    self.delays.push(d);
+                }
                 out.push_str(&self.output());
             }
             out.push_str(&self.output());
@@ -1016,6 +1181,7 @@ mod tests {
             role: Role::Submission,
             starttls: false,
             implicit_tls: false,
+            prior_auth_failures: 0,
         };
         let mut s = Session::new(config(""), peer);
         let mut b = MemoryBackend::default();
@@ -1098,5 +1264,161 @@ mod tests {
                 EHLO_REPLY.replace("250 HELP", "250-STARTTLS\r\n250 HELP")),
             b"STARTTLS\r\n" => "503 5.5.1 Error: MAIL transaction in progress\r\n",
         );
+    }
+
+    /// A submission-port harness with accounts; `tls` says whether the session is
+    /// already inside TLS.
+    fn submission(extra: &str, tls: bool) -> Harness {
+        let peer = Peer {
+            ip: Some("192.0.2.7".parse().expect("ip")),
+            role: Role::Submission,
+            starttls: true,
+            implicit_tls: tls,
+            prior_auth_failures: 0,
+        };
+        let mut h = Harness {
+            session: Session::new(
+                config(&format!("users = /etc/postling.users\n{extra}")),
+                peer,
+            ),
+            backend: MemoryBackend::default(),
+            delays: Vec::new(),
+        };
+        h.output();
+        h
+    }
+
+    #[test]
+    fn auth_is_neither_offered_nor_accepted_before_tls() {
+        let mut h = submission("", false);
+        let ehlo = h.send(b"EHLO c\r\n");
+        assert!(!ehlo.contains("AUTH"), "{ehlo}");
+        transcript!(h,
+            b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n" =>
+                "538 5.7.11 Encryption required for requested authentication mechanism\r\n",
+            b"MAIL FROM:<alice@mx.test>\r\n" => "530 5.7.0 Authentication required\r\n",
+        );
+        // Unless the administrator allowed it (loopback testing).
+        let mut h = submission("auth_without_tls = yes\n", false);
+        assert!(h.send(b"EHLO c\r\n").contains("250-AUTH PLAIN LOGIN\r\n"));
+        transcript!(h, b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n" => "235 2.7.0 Authentication successful\r\n");
+    }
+
+    #[test]
+    fn auth_plain_and_login_in_every_form() {
+        const CASES: &[&[(&[u8], &str)]] = &[
+            // PLAIN with an initial response.
+            &[(
+                b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+                "235 2.7.0 Authentication successful\r\n",
+            )],
+            // PLAIN without: an empty challenge first.
+            &[
+                (b"AUTH PLAIN\r\n", "334 \r\n"),
+                (
+                    b"AGFsaWNlAHNlY3JldA==\r\n",
+                    "235 2.7.0 Authentication successful\r\n",
+                ),
+            ],
+            // LOGIN without an initial response.
+            &[
+                (b"AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n"),
+                (b"YWxpY2U=\r\n", "334 UGFzc3dvcmQ6\r\n"),
+                (b"c2VjcmV0\r\n", "235 2.7.0 Authentication successful\r\n"),
+            ],
+            // LOGIN with the user name as initial response; mechanism in lower case.
+            &[
+                (b"auth login YWxpY2U=\r\n", "334 UGFzc3dvcmQ6\r\n"),
+                (b"c2VjcmV0\r\n", "235 2.7.0 Authentication successful\r\n"),
+            ],
+        ];
+        for case in CASES {
+            let mut h = submission("", true);
+            h.send(b"EHLO c\r\n");
+            for (line, reply) in *case {
+                assert_eq!(h.send(line), *reply, "{:?}", String::from_utf8_lossy(line));
+            }
+            transcript!(h,
+                b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n" => "503 5.5.1 Error: already authenticated\r\n",
+                b"MAIL FROM:<alice@mx.test>\r\n" => "250 2.1.0 Ok\r\n",
+                // Authenticated: may relay anywhere, from an address outside relay_from.
+                b"RCPT TO:<friend@elsewhere.example>\r\n" => "250 2.1.5 Ok\r\n",
+            );
+        }
+    }
+
+    #[test]
+    fn auth_errors() {
+        let mut h = submission("", true);
+        h.send(b"EHLO c\r\n");
+        transcript!(h,
+            b"AUTH CRAM-MD5\r\n" => "504 5.5.4 Unrecognized authentication type\r\n",
+            b"AUTH LOGIN\r\n" => "334 VXNlcm5hbWU6\r\n",
+            b"*\r\n" => "501 5.7.0 Authentication aborted\r\n",
+            b"AUTH PLAIN !!!notbase64\r\n" => "501 5.5.2 Error: cannot decode response\r\n",
+            b"AUTH PLAIN\r\n" => "334 \r\n",
+            b"*\r\n" => "501 5.7.0 Authentication aborted\r\n",
+        );
+        // A response line beyond the RFC 4954 limit, then the session goes on.
+        h.send(b"AUTH LOGIN\r\n");
+        let long = format!("{}\r\n", "A".repeat(13_000));
+        assert_eq!(
+            h.send(long.as_bytes()),
+            "500 5.5.6 Authentication exchange line is too long\r\n"
+        );
+        transcript!(h, b"NOOP\r\n" => "250 2.0.0 Ok\r\n");
+        assert!(h.backend.queued.is_empty());
+        assert!(h.delays.is_empty());
+    }
+
+    #[test]
+    fn failed_auth_is_delayed_more_each_time_then_disconnected() {
+        let mut h = submission("", true);
+        h.send(b"EHLO c\r\n");
+        // Pipelined guesses: each waits for its delayed 535 before the next is read.
+        let out = h.send(
+            b"AUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\n\
+              AUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\n\
+              AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+        );
+        assert_eq!(
+            out,
+            "535 5.7.8 Error: authentication failed\r\n\
+             535 5.7.8 Error: authentication failed\r\n\
+             535 5.7.8 Error: authentication failed\r\n\
+             421 4.7.0 Error: too many authentication failures, closing connection\r\n"
+        );
+        // A first typo costs nothing; then 1 s, 2 s (auth::throttle's schedule).
+        assert_eq!(h.delays, [Duration::from_secs(1), Duration::from_secs(2)]);
+        assert!(h.session.is_closed());
+        assert_eq!(h.session.take_auth_failures(), 3);
+    }
+
+    #[test]
+    fn submission_adds_headers_and_says_esmtpsa() {
+        let mut h = submission("", true);
+        transcript!(h,
+            b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n" => format!(
+                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1024\r\n250-8BITMIME\r\n\
+                 250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n250 HELP\r\n\
+                 235 2.7.0 Authentication successful\r\n"),
+            b"MAIL FROM:<alice@mx.test>\r\nRCPT TO:<bob@mx.test>\r\nDATA\r\n" =>
+                "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+            b"Subject: no date\r\n\r\nbody\r\n.\r\n" =>
+                format!("250 2.0.0 Ok: queued as {}\r\n", QueueId::new(1_000_000, 1)),
+        );
+        let (env, data) = &h.backend.queued[0];
+        let text = String::from_utf8_lossy(data);
+        assert!(text.contains("with ESMTPSA id"), "{text}");
+        assert!(text.contains("\r\nSubject: no date\r\nDate: "), "{text}");
+        assert!(
+            text.contains(&format!(
+                "\r\nMessage-ID: <{}@mx.test>\r\n\r\nbody\r\n",
+                env.id
+            )),
+            "{text}"
+        );
+        assert_eq!(env.size, data.len() as u64);
+        assert_eq!(env.auth_user.as_deref(), Some("alice"));
     }
 }

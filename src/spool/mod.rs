@@ -65,6 +65,11 @@ fn next_seq() -> u32 {
     ((std::process::id() & 0xFFF) << 8) | (n & 0xFF)
 }
 
+/// Held while a delivery pass works on a message; dropping it releases the lock.
+pub struct MessageLock {
+    _file: File,
+}
+
 /// A spool failure, mapped to a reply at one edge: `NoSpace` → `452 4.3.1`,
 /// anything else → `451 4.3.0`.
 #[derive(Debug)]
@@ -222,6 +227,22 @@ impl Spool {
         // A removal that a crash undoes would deliver the message a second time.
         sync_dir(&self.root.join("env"))?;
         Ok(true)
+    }
+
+    /// Take the delivery lock of a message: an exclusive `flock` on `msg/ID`, which is
+    /// never replaced (unlike `env/ID`), so every process locks the same inode. The lock
+    /// dies with the process, so a crashed pass never leaves a message stuck.
+    /// `Ok(None)`: another pass holds it. `NotFound`: the message is gone.
+    pub fn lock(&self, id: &QueueId) -> io::Result<Option<MessageLock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.message_path(id))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(MessageLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 
     /// The message file of a queued message: `msg/ID`.
@@ -827,5 +848,23 @@ mod tests {
         assert_eq!(t.names("tmp"), vec![format!("{}.msg", live.id())]);
         drop(live);
         t.assert_empty("after clean_tmp");
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_released_on_drop() {
+        let t = TempSpool::new("lock");
+        let id = queue(&t.spool, 1_000);
+        let first = t.spool.lock(&id).unwrap().expect("free");
+        assert!(
+            t.spool.lock(&id).unwrap().is_none(),
+            "second lock must fail"
+        );
+        drop(first);
+        assert!(t.spool.lock(&id).unwrap().is_some());
+        t.spool.remove(&id).unwrap();
+        assert_eq!(
+            t.spool.lock(&id).err().map(|e| e.kind()),
+            Some(io::ErrorKind::NotFound)
+        );
     }
 }

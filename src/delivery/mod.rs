@@ -1,0 +1,3 @@
+//! Delivery: getting queued messages to their next hop.
+
+pub mod connection;

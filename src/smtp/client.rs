@@ -1123,3 +1123,964 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "mx.test[127.0.0.1]:25";
+    const GREETING: &[u8] = b"220 mx.test ESMTP\r\n";
+    /// Everything but STARTTLS and AUTH, with pipelining.
+    const EHLO_PIPELINING: &[u8] = b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10000\r\n\
+        250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n";
+    /// A plain old server: no pipelining, no SIZE.
+    const EHLO_BASIC: &[u8] = b"250-mx.test\r\n250 8BITMIME\r\n";
+
+    fn settings(tls: TlsPolicy) -> ClientSettings {
+        ClientSettings {
+            helo_name: "client.test".into(),
+            peer: PEER.into(),
+            tls,
+            implicit_tls: false,
+            auth: None,
+        }
+    }
+
+    fn with_auth(mut s: ClientSettings) -> ClientSettings {
+        s.auth = Some(Credentials {
+            username: "user".into(),
+            password: Secret::copy_from(b"pass"),
+        });
+        s
+    }
+
+    fn msg(from: &str, to: &[&str], size: u64, eight_bit: bool) -> MessageStart {
+        MessageStart {
+            from: from.into(),
+            recipients: to.iter().map(|s| s.to_string()).collect(),
+            size,
+            eight_bit,
+        }
+    }
+
+    /// One thing that happens to the client: server bytes, or a driver call.
+    #[derive(Debug)]
+    enum Step {
+        Server(Vec<u8>),
+        Send(MessageStart),
+        Body(Vec<u8>),
+        EndBody,
+        TlsStarted,
+        TlsFailed,
+        Quit,
+        Eof,
+        Timeout,
+    }
+    use Step::*;
+
+    fn srv(bytes: &[u8]) -> Step {
+        Server(bytes.to_vec())
+    }
+
+    /// `D250` / `T451` / `P550`: the outcome's kind and reply code.
+    fn tag(o: &Outcome) -> String {
+        let kind = match o {
+            Outcome::Delivered(_) => 'D',
+            Outcome::Transient(_) => 'T',
+            Outcome::Permanent(_) => 'P',
+        };
+        format!("{kind}{}", o.reply().code)
+    }
+
+    fn summary(e: &Event) -> String {
+        match e {
+            Event::StartTls => "StartTls".into(),
+            Event::Ready => "Ready".into(),
+            Event::SendBody => "SendBody".into(),
+            Event::Closed => "Closed".into(),
+            Event::Failed(o) => format!("Failed({})", tag(o)),
+            Event::MessageDone(v) => {
+                format!("Done[{}]", v.iter().map(tag).collect::<Vec<_>>().join(","))
+            }
+        }
+    }
+
+    struct Harness {
+        c: Client,
+        /// Every event so far, for looking at reply texts.
+        events: Vec<Event>,
+    }
+
+    impl Harness {
+        fn new(s: ClientSettings) -> Harness {
+            Harness {
+                c: Client::new(s),
+                events: Vec::new(),
+            }
+        }
+
+        /// Greeting and EHLO answered; the client is ready.
+        fn opened(s: ClientSettings, ehlo: &[u8]) -> Harness {
+            let mut h = Harness::new(s);
+            transcript!(h,
+                srv(GREETING) => "EHLO client.test\r\n", "";
+                srv(ehlo) => "", "Ready";
+            );
+            h
+        }
+
+        /// Apply one step; returns what the client sent and its events, summarised.
+        fn step(&mut self, step: &Step) -> (String, String) {
+            match step {
+                Server(b) => self.c.handle_input(b),
+                Send(m) => self.c.send(m),
+                Body(b) => self.c.write_body(b),
+                EndBody => self.c.end_body(),
+                TlsStarted => self.c.tls_started(),
+                TlsFailed => self
+                    .c
+                    .handle_tls_failure("invalid peer certificate: UnknownIssuer"),
+                Quit => self.c.quit(),
+                Eof => self.c.handle_connection_lost(),
+                Timeout => self.c.handle_timeout(),
+            }
+            self.collect()
+        }
+
+        fn collect(&mut self) -> (String, String) {
+            let out = String::from_utf8_lossy(&self.c.take_output()).into_owned();
+            let mut ev = Vec::new();
+            while let Some(e) = self.c.poll_event() {
+                ev.push(summary(&e));
+                self.events.push(e);
+            }
+            (out, ev.join(" "))
+        }
+
+        /// The reply of the last `Failed` event, as logged.
+        fn failure(&self) -> String {
+            self.events
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    Event::Failed(o) => Some(o.reply().to_string()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        }
+
+        fn last_done(&self) -> Vec<Outcome> {
+            self.events
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    Event::MessageDone(v) => Some(v.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        }
+    }
+
+    /// Server bytes or driver call in; exact client bytes and events out.
+    macro_rules! transcript {
+        ($h:expr, $( $step:expr => $out:expr, $events:expr );* $(;)?) => {
+            $( {
+                let step = $step;
+                let (out, events) = $h.step(&step);
+                assert_eq!((out.as_str(), events.as_str()), ($out, $events), "after {:?}", step);
+            } )*
+        };
+    }
+    use transcript;
+
+    #[test]
+    fn pipelined_transaction_with_a_rejected_recipient_and_dot_stuffing() {
+        let mut h = Harness::opened(settings(TlsPolicy::Opportunistic), EHLO_PIPELINING);
+        assert!(h.c.capabilities().pipelining);
+        assert_eq!(h.c.phase(), Phase::Idle);
+        transcript!(h,
+            Send(msg("a@b.example", &["x@mx.test", "y@mx.test", "z@mx.test"], 120, true)) =>
+                "MAIL FROM:<a@b.example> SIZE=120 BODY=8BITMIME\r\nRCPT TO:<x@mx.test>\r\n\
+                 RCPT TO:<y@mx.test>\r\nRCPT TO:<z@mx.test>\r\nDATA\r\n", "";
+            srv(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 <y@mx.test>: unknown\r\n") => "", "";
+            srv(b"450 4.2.0 <z@mx.test>: greylisted\r\n354 go ahead\r\n") => "", "SendBody";
+            Body(b".leading dot\r\n".to_vec()) => "..leading dot\r\n", "";
+            Body(b"caf\xc3\xa9\r\n.\r\nend".to_vec()) => "caf\u{e9}\r\n..\r\nend", "";
+            EndBody => "\r\n.\r\n", "";
+            srv(b"250 2.0.0 Ok: queued as 1234\r\n") => "", "Done[D250,P550,T450] Ready";
+            Quit => "QUIT\r\n", "";
+            srv(b"221 2.0.0 Bye\r\n") => "", "Closed";
+        );
+        let done = h.last_done();
+        assert_eq!(done[0].reply().to_string(), "250 2.0.0 Ok: queued as 1234");
+        assert_eq!(
+            done[1].reply().to_string(),
+            "550 5.1.1 <y@mx.test>: unknown"
+        );
+        assert_eq!(dsn(done[1].reply()), "5.1.1");
+        assert_eq!(h.c.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn one_command_at_a_time_without_pipelining() {
+        let mut h = Harness::opened(settings(TlsPolicy::Opportunistic), EHLO_BASIC);
+        transcript!(h,
+            Send(msg("", &["x@mx.test", "y@mx.test"], 99, false)) => "MAIL FROM:<>\r\n", "";
+            srv(b"250 Ok\r\n") => "RCPT TO:<x@mx.test>\r\n", "";
+            srv(b"550 no\r\n") => "RCPT TO:<y@mx.test>\r\n", "";
+            srv(b"251 will forward\r\n") => "DATA\r\n", "";
+            srv(b"354 go\r\n") => "", "SendBody";
+            Body(b"Subject: x\r\n\r\nhi\r\n".to_vec()) => "Subject: x\r\n\r\nhi\r\n", "";
+            EndBody => ".\r\n", "";
+            srv(b"250 Ok\r\n") => "", "Done[P550,D250] Ready";
+        );
+    }
+
+    #[test]
+    fn phases_follow_the_replies_awaited() {
+        let mut h = Harness::new(settings(TlsPolicy::None));
+        assert_eq!(h.c.phase(), Phase::Greeting);
+        h.step(&srv(GREETING));
+        assert_eq!(h.c.phase(), Phase::Ehlo);
+        h.step(&srv(EHLO_PIPELINING));
+        assert_eq!(h.c.phase(), Phase::Idle);
+        h.step(&Send(msg("a@b", &["c@d", "e@f"], 1, false)));
+        assert_eq!(h.c.phase(), Phase::Mail);
+        h.step(&srv(b"250 ok\r\n"));
+        assert_eq!(h.c.phase(), Phase::Rcpt);
+        h.step(&srv(b"250 ok\r\n250 ok\r\n"));
+        assert_eq!(h.c.phase(), Phase::Data);
+        h.step(&srv(b"354 go\r\n"));
+        assert_eq!(h.c.phase(), Phase::Body);
+        h.step(&EndBody);
+        assert_eq!(h.c.phase(), Phase::DataEnd);
+        h.step(&srv(b"250 ok\r\n"));
+        assert_eq!(h.c.phase(), Phase::Idle);
+        h.step(&Quit);
+        assert_eq!(h.c.phase(), Phase::Quit);
+    }
+
+    #[test]
+    fn helo_fallback_when_ehlo_is_refused() {
+        let mut h = Harness::new(settings(TlsPolicy::Opportunistic));
+        transcript!(h,
+            srv(b"220-mx.test old\r\n220 school\r\n") => "EHLO client.test\r\n", "";
+            srv(b"502 5.5.1 what?\r\n") => "HELO client.test\r\n", "";
+            srv(b"250 mx.test\r\n") => "", "Ready";
+            // No 8BITMIME: the 8-bit message goes as it is, without BODY= or SIZE=.
+            Send(msg("a@b", &["c@d"], 10, true)) => "MAIL FROM:<a@b>\r\n", "";
+        );
+        assert!(!h.c.capabilities().esmtp);
+    }
+
+    #[test]
+    fn helo_refused_too_fails_the_connection() {
+        let mut h = Harness::new(settings(TlsPolicy::None));
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(b"500 no\r\n") => "HELO client.test\r\n", "";
+            srv(b"550 go away\r\n") => "QUIT\r\n", "Failed(P550)";
+        );
+        let mut h = Harness::new(settings(TlsPolicy::None));
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(b"451 later\r\n") => "QUIT\r\n", "Failed(T451)";
+        );
+    }
+
+    #[test]
+    fn greeting_outcomes() {
+        const CASES: &[(&[u8], &str, &str)] = &[
+            (b"554 5.7.1 no mail for you\r\n", "QUIT\r\n", "Failed(P554)"),
+            (b"450 busy\r\n", "QUIT\r\n", "Failed(T450)"),
+            // 421: the server is closing; no QUIT.
+            (b"421 4.3.2 shutting down\r\n", "", "Failed(T421)"),
+            (b"250 hello?\r\n", "", "Failed(T451)"),
+            (b"SSH-2.0-OpenSSH_9.6\r\n", "", "Failed(T451)"),
+            (b"HTTP/1.1 400 Bad Request\r\n", "", "Failed(T451)"),
+            (b"220\r\n", "EHLO client.test\r\n", ""),
+            (b"220 mx\n", "EHLO client.test\r\n", ""),
+        ];
+        for &(greeting, out, events) in CASES {
+            let mut h = Harness::new(settings(TlsPolicy::None));
+            let (o, e) = h.step(&srv(greeting));
+            assert_eq!((o.as_str(), e.as_str()), (out, events), "{greeting:?}");
+        }
+    }
+
+    #[test]
+    fn starttls_required_and_offered() {
+        let mut h = Harness::new(settings(TlsPolicy::Required));
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(b"250-mx.test\r\n250-STARTTLS\r\n250 SIZE 100\r\n") => "STARTTLS\r\n", "";
+            srv(b"220 2.0.0 go ahead\r\n") => "", "StartTls";
+            TlsStarted => "EHLO client.test\r\n", "";
+            srv(b"250-mx.test\r\n250 PIPELINING\r\n") => "", "Ready";
+        );
+        assert!(h.c.is_tls());
+        // What was learnt before TLS is forgotten (SIZE was only offered in plaintext).
+        assert_eq!(h.c.capabilities().size, None);
+        assert!(h.c.capabilities().pipelining);
+    }
+
+    /// (policy, EHLO reply, STARTTLS reply (if sent), client output, events)
+    type TlsCase = (
+        TlsPolicy,
+        &'static [u8],
+        &'static [u8],
+        &'static str,
+        &'static str,
+    );
+
+    #[test]
+    fn starttls_policies() {
+        const OFFERED: &[u8] = b"250-mx.test\r\n250 STARTTLS\r\n";
+        const ABSENT: &[u8] = b"250-mx.test\r\n250 8BITMIME\r\n";
+        const CASES: &[TlsCase] = &[
+            (TlsPolicy::Required, ABSENT, b"", "QUIT\r\n", "Failed(T451)"),
+            (
+                TlsPolicy::Required,
+                OFFERED,
+                b"454 4.7.0 TLS not available\r\n",
+                "QUIT\r\n",
+                "Failed(T451)",
+            ),
+            (
+                TlsPolicy::Required,
+                OFFERED,
+                b"501 5.5.4 no\r\n",
+                "QUIT\r\n",
+                "Failed(T451)",
+            ),
+            (
+                TlsPolicy::Required,
+                OFFERED,
+                b"421 4.3.2 bye\r\n",
+                "",
+                "Failed(T421)",
+            ),
+            (TlsPolicy::Opportunistic, ABSENT, b"", "", "Ready"),
+            (
+                TlsPolicy::Opportunistic,
+                OFFERED,
+                b"454 4.7.0 TLS not available\r\n",
+                "",
+                "Ready",
+            ),
+            (
+                TlsPolicy::Opportunistic,
+                OFFERED,
+                b"220 go\r\n",
+                "",
+                "StartTls",
+            ),
+            (TlsPolicy::None, OFFERED, b"", "", "Ready"),
+        ];
+        for &(policy, ehlo, starttls_reply, out, events) in CASES {
+            let mut h = Harness::new(settings(policy));
+            h.step(&srv(GREETING));
+            let (mut o, mut e) = h.step(&srv(ehlo));
+            if !starttls_reply.is_empty() {
+                assert_eq!((o.as_str(), e.as_str()), ("STARTTLS\r\n", ""), "{policy:?}");
+                (o, e) = h.step(&srv(starttls_reply));
+            }
+            let case = format!("{policy:?} {:?}", String::from_utf8_lossy(starttls_reply));
+            assert_eq!((o.as_str(), e.as_str()), (out, events), "{case}");
+            if e.starts_with("Failed(T451)") {
+                assert!(
+                    h.failure().starts_with("451 4.7.4 TLS is required, but"),
+                    "{}",
+                    h.failure()
+                );
+            }
+            assert!(!h.c.is_tls());
+        }
+    }
+
+    #[test]
+    fn tls_required_never_sends_the_envelope_in_clear() {
+        let mut h = Harness::new(settings(TlsPolicy::Required));
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(EHLO_PIPELINING) => "QUIT\r\n", "Failed(T451)";
+            // A driver that ignores the failure gets nothing sent either.
+            Send(msg("a@b", &["c@d"], 1, false)) => "", "Done[T451]";
+        );
+        assert_eq!(
+            h.failure(),
+            "451 4.7.4 TLS is required, but was not offered by host mx.test[127.0.0.1]:25"
+        );
+    }
+
+    #[test]
+    fn plaintext_injected_after_the_starttls_reply_is_discarded() {
+        let mut h = Harness::new(settings(TlsPolicy::Required));
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(b"250-mx.test\r\n250 STARTTLS\r\n") => "STARTTLS\r\n", "";
+            // A man in the middle appends a fake EHLO reply to the 220.
+            srv(b"220 go ahead\r\n250-evil\r\n250 AUTH PLAIN\r\n") => "", "StartTls";
+            srv(b"250 more injection\r\n") => "", "";
+            TlsStarted => "EHLO client.test\r\n", "";
+            srv(b"250-mx.test\r\n250 8BITMIME\r\n") => "", "Ready";
+        );
+        assert!(!h.c.capabilities().auth_plain);
+    }
+
+    #[test]
+    fn tls_handshake_failure_is_transient() {
+        let mut h = Harness::new(settings(TlsPolicy::Required));
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(b"250-mx.test\r\n250 STARTTLS\r\n") => "STARTTLS\r\n", "";
+            srv(b"220 go ahead\r\n") => "", "StartTls";
+            TlsFailed => "", "Failed(T451)";
+        );
+        assert_eq!(
+            h.failure(),
+            "451 4.7.5 TLS handshake with mx.test[127.0.0.1]:25 failed: \
+             invalid peer certificate: UnknownIssuer"
+        );
+    }
+
+    #[test]
+    fn auth_plain_and_login() {
+        let mut tls = with_auth(settings(TlsPolicy::Required));
+        tls.implicit_tls = true;
+        // PLAIN preferred when both are offered; credentials "user"/"pass".
+        let mut h = Harness::new(tls.clone());
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(b"250-mx.test\r\n250-AUTH LOGIN PLAIN\r\n250 PIPELINING\r\n") =>
+                "AUTH PLAIN AHVzZXIAcGFzcw==\r\n", "";
+            srv(b"235 2.7.0 Authentication successful\r\n") => "", "Ready";
+        );
+        let mut h = Harness::new(tls.clone());
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(b"250-mx.test\r\n250 AUTH=LOGIN\r\n") => "AUTH LOGIN\r\n", "";
+            srv(b"334 VXNlcm5hbWU6\r\n") => "dXNlcg==\r\n", "";
+            srv(b"334 UGFzc3dvcmQ6\r\n") => "cGFzcw==\r\n", "";
+            srv(b"235 2.7.0 ok\r\n") => "", "Ready";
+        );
+        // After STARTTLS, AUTH follows the second EHLO.
+        let mut h = Harness::new(with_auth(settings(TlsPolicy::Required)));
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(b"250-mx.test\r\n250 STARTTLS\r\n") => "STARTTLS\r\n", "";
+            srv(b"220 go\r\n") => "", "StartTls";
+            TlsStarted => "EHLO client.test\r\n", "";
+            srv(b"250-mx.test\r\n250 AUTH PLAIN\r\n") => "AUTH PLAIN AHVzZXIAcGFzcw==\r\n", "";
+            srv(b"235 ok\r\n") => "", "Ready";
+        );
+    }
+
+    /// (EHLO reply, AUTH reply, client output, events, failure text prefix)
+    type AuthCase = (
+        &'static [u8],
+        &'static [u8],
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+
+    #[test]
+    fn auth_failures_defer() {
+        let mut tls = with_auth(settings(TlsPolicy::Required));
+        tls.implicit_tls = true;
+        const CASES: &[AuthCase] = &[
+            (
+                b"250-mx\r\n250 AUTH PLAIN\r\n",
+                b"535 5.7.8 Error: authentication failed\r\n",
+                "QUIT\r\n",
+                "Failed(T451)",
+                "451 4.7.0 SASL authentication failed; server mx.test[127.0.0.1]:25 said: \
+                 535 5.7.8 Error: authentication failed",
+            ),
+            (
+                b"250-mx\r\n250 AUTH PLAIN\r\n",
+                b"454 4.7.0 try later\r\n",
+                "QUIT\r\n",
+                "Failed(T451)",
+                "451 4.7.0 SASL",
+            ),
+            (
+                b"250-mx\r\n250 AUTH PLAIN\r\n",
+                b"334 \r\n",
+                "",
+                "Failed(T451)",
+                "451 4.5.0 protocol error",
+            ),
+            (
+                b"250-mx\r\n250 AUTH CRAM-MD5\r\n",
+                b"",
+                "QUIT\r\n",
+                "Failed(T451)",
+                "451 4.7.0 cannot authenticate",
+            ),
+            (
+                b"250 mx\r\n",
+                b"",
+                "QUIT\r\n",
+                "Failed(T451)",
+                "451 4.7.0 cannot authenticate",
+            ),
+        ];
+        for &(ehlo, auth_reply, out, events, text) in CASES {
+            let mut h = Harness::new(tls.clone());
+            h.step(&srv(GREETING));
+            let (mut o, mut e) = h.step(&srv(ehlo));
+            if !auth_reply.is_empty() {
+                assert_eq!(o, "AUTH PLAIN AHVzZXIAcGFzcw==\r\n");
+                (o, e) = h.step(&srv(auth_reply));
+            }
+            assert_eq!((o.as_str(), e.as_str()), (out, events), "{auth_reply:?}");
+            assert!(h.failure().starts_with(text), "{}", h.failure());
+        }
+    }
+
+    #[test]
+    fn no_auth_over_plaintext_unless_tls_is_off() {
+        const EHLO: &[u8] = b"250-mx.test\r\n250 AUTH PLAIN\r\n";
+        let mut h = Harness::new(with_auth(settings(TlsPolicy::Opportunistic)));
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(EHLO) => "QUIT\r\n", "Failed(T451)";
+        );
+        assert!(h.failure().contains("without TLS"), "{}", h.failure());
+        // smarthost_tls = none: the administrator said so.
+        let mut h = Harness::new(with_auth(settings(TlsPolicy::None)));
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(EHLO) => "AUTH PLAIN AHVzZXIAcGFzcw==\r\n", "";
+        );
+    }
+
+    #[test]
+    fn mail_rejected() {
+        // Pipelined: every recipient gets MAIL's reply; no RSET is needed afterwards.
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            Send(msg("a@b", &["c@d", "e@f"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n", "";
+            srv(b"553 5.7.1 <a@b>: Sender address rejected\r\n503 5.5.1 need MAIL\r\n\
+                  503 5.5.1 need MAIL\r\n554 5.5.1 no valid recipients\r\n") =>
+                "", "Done[P553,P553] Ready";
+            Send(msg("a@b", &["c@d"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nDATA\r\n", "";
+        );
+        assert_eq!(
+            h.last_done()[1].reply().text(),
+            "5.7.1 <a@b>: Sender address rejected"
+        );
+        // One at a time: no RCPT after a refused MAIL.
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_BASIC);
+        transcript!(h,
+            Send(msg("a@b", &["c@d", "e@f"], 1, false)) => "MAIL FROM:<a@b>\r\n", "";
+            srv(b"451 4.3.0 try later\r\n") => "", "Done[T451,T451] Ready";
+        );
+    }
+
+    #[test]
+    fn data_refused_then_rset_before_the_next_message() {
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            Send(msg("a@b", &["c@d", "e@f"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n250 ok\r\n550 no\r\n554 5.7.0 no thanks\r\n") =>
+                "", "Done[P554,P550] Ready";
+            Send(msg("a@b", &["c@d"], 1, false)) =>
+                "RSET\r\nMAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nDATA\r\n", "";
+            srv(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n") => "", "SendBody";
+        );
+    }
+
+    #[test]
+    fn end_of_data_refused() {
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            Send(msg("a@b", &["c@d", "e@f"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n") => "", "SendBody";
+            EndBody => ".\r\n", "";
+            srv(b"451 4.3.0 Error: queue file write error\r\n") => "", "Done[T451,T451] Ready";
+            // The transaction ended with the end of data: no RSET.
+            Send(msg("a@b", &["c@d"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n250 ok\r\n354 go\r\n") => "", "SendBody";
+            EndBody => ".\r\n", "";
+            srv(b"554 5.7.1 spam\r\n") => "", "Done[P554] Ready";
+        );
+    }
+
+    #[test]
+    fn no_recipient_accepted() {
+        // Pipelined: DATA is refused; RSET before the next message.
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            Send(msg("a@b", &["c@d"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n550 5.1.1 unknown\r\n554 5.5.1 no valid recipients\r\n") =>
+                "", "Done[P550] Ready";
+            Quit => "QUIT\r\n", "";
+        );
+        // A server that says 354 anyway gets an empty message (RFC 2920 §3.1).
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            Send(msg("a@b", &["c@d"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n550 5.1.1 unknown\r\n354 go\r\n") => ".\r\n", "";
+            srv(b"554 no message\r\n") => "", "Done[P550] Ready";
+        );
+        // One at a time: no DATA at all, then RSET before the next MAIL.
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_BASIC);
+        transcript!(h,
+            Send(msg("a@b", &["c@d", "e@f"], 1, false)) => "MAIL FROM:<a@b>\r\n", "";
+            srv(b"250 ok\r\n") => "RCPT TO:<c@d>\r\n", "";
+            srv(b"550 no\r\n") => "RCPT TO:<e@f>\r\n", "";
+            srv(b"450 later\r\n") => "", "Done[P550,T450] Ready";
+            Send(msg("a@b", &["g@h"], 1, false)) => "RSET\r\n", "";
+            srv(b"250 ok\r\n") => "MAIL FROM:<a@b>\r\n", "";
+            srv(b"250 ok\r\n") => "RCPT TO:<g@h>\r\n", "";
+        );
+    }
+
+    #[test]
+    fn two_messages_on_one_connection() {
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        for i in 0..2 {
+            let to = format!("r{i}@mx.test");
+            let expected = format!("MAIL FROM:<a@b> SIZE=5\r\nRCPT TO:<{to}>\r\nDATA\r\n");
+            transcript!(h,
+                Send(msg("a@b", &[&to], 5, false)) => expected.as_str(), "";
+                srv(b"250 ok\r\n250 ok\r\n354 go\r\n") => "", "SendBody";
+                Body(b"hello".to_vec()) => "hello", "";
+                EndBody => "\r\n.\r\n", "";
+                srv(b"250 2.0.0 queued\r\n") => "", "Done[D250] Ready";
+            );
+        }
+        transcript!(h,
+            Quit => "QUIT\r\n", "";
+            Eof => "", "Closed";
+        );
+    }
+
+    #[test]
+    fn code_421_ends_the_connection_anywhere() {
+        // During a transaction: the message is deferred, then the connection fails.
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            Send(msg("a@b", &["c@d", "e@f", "g@h"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nRCPT TO:<g@h>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n550 5.1.1 no such user\r\n421 4.4.2 timeout\r\n") =>
+                "", "Done[P550,T421,T421] Failed(T421)";
+            Send(msg("a@b", &["c@d"], 1, false)) => "", "Done[T451]";
+        );
+        // While idle (the server timed us out).
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h, srv(b"421 4.4.2 idle timeout\r\n") => "", "Failed(T421)");
+        // As the end-of-data reply.
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_BASIC);
+        transcript!(h,
+            Send(msg("a@b", &["c@d"], 1, false)) => "MAIL FROM:<a@b>\r\n", "";
+            srv(b"250 ok\r\n") => "RCPT TO:<c@d>\r\n", "";
+            srv(b"250 ok\r\n") => "DATA\r\n", "";
+            srv(b"354 go\r\n") => "", "SendBody";
+            EndBody => ".\r\n", "";
+            srv(b"421 4.3.2 shutting down\r\n") => "", "Done[T421] Failed(T421)";
+        );
+        // To EHLO.
+        let mut h = Harness::new(settings(TlsPolicy::None));
+        transcript!(h,
+            srv(GREETING) => "EHLO client.test\r\n", "";
+            srv(b"421 4.7.0 too many connections\r\n") => "", "Failed(T421)";
+        );
+    }
+
+    #[test]
+    fn lost_connection_and_timeouts_name_the_phase() {
+        let mut h = Harness::new(settings(TlsPolicy::None));
+        transcript!(h, Timeout => "", "Failed(T451)");
+        assert_eq!(
+            h.failure(),
+            "451 4.4.2 conversation with mx.test[127.0.0.1]:25 timed out while \
+             receiving the initial server greeting"
+        );
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            Send(msg("a@b", &["c@d", "e@f"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n550 no\r\n") => "", "";
+            Eof => "", "Done[P550,T451] Failed(T451)";
+            Eof => "", "";
+        );
+        assert_eq!(
+            h.failure(),
+            "451 4.4.2 lost connection with mx.test[127.0.0.1]:25 while sending RCPT TO"
+        );
+        // In the body, the body bytes not sent yet are dropped with the connection.
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            Send(msg("a@b", &["c@d"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n250 ok\r\n354 go\r\n") => "", "SendBody";
+            EndBody => ".\r\n", "";
+            Timeout => "", "Done[T451] Failed(T451)";
+        );
+        assert!(h.failure().ends_with("message may be sent more than once"));
+    }
+
+    #[test]
+    fn a_reply_in_the_middle_of_the_body_ends_the_message() {
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            Send(msg("a@b", &["c@d"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n250 ok\r\n354 go\r\n") => "", "SendBody";
+            Body(b"partial".to_vec()) => "partial", "";
+            srv(b"552 5.3.4 too big\r\n") => "", "Done[T451] Failed(T451)";
+        );
+    }
+
+    #[test]
+    fn local_refusals_send_nothing() {
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            // SIZE 10000 was advertised.
+            Send(msg("a@b", &["c@d", "e@f"], 10_001, false)) => "", "Done[P552,P552] Ready";
+            // An envelope that would inject a command.
+            Send(msg("a@b", &["c@d>\r\nRSET", "e@f"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<e@f>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n250 ok\r\n354 go\r\n") => "", "SendBody";
+            EndBody => ".\r\n", "";
+            srv(b"250 ok\r\n") => "", "Done[P553,D250] Ready";
+            Send(msg("a@b>\r\nDATA", &["c@d"], 1, false)) => "", "Done[P553] Ready";
+            // SMTPUTF8 offered: the parameter goes with MAIL.
+            Send(msg("a@b", &["jos\u{e9}@mx.test"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1 SMTPUTF8\r\nRCPT TO:<jos\u{e9}@mx.test>\r\nDATA\r\n", "";
+        );
+        assert_eq!(
+            h.events[1],
+            Event::MessageDone(vec![
+                Outcome::Permanent(reply::size_over_remote_limit(
+                    PEER, 10_001, 10_000
+                ));
+                2
+            ])
+        );
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_BASIC);
+        transcript!(h,
+            Send(msg("a@b", &["jos\u{e9}@mx.test"], 1, false)) => "", "Done[P553] Ready";
+            // No SIZE offered: no limit, no parameter.
+            Send(msg("a@b", &["c@d"], 1 << 40, false)) => "MAIL FROM:<a@b>\r\n", "";
+        );
+        assert_eq!(dsn(h.last_done()[0].reply()), "5.6.7");
+    }
+
+    #[test]
+    fn garbage_from_the_server_is_a_transient_failure() {
+        let long = [b"250-".as_slice(), &[b'x'; MAX_REPLY_LINE], b"\r\n"].concat();
+        let many = b"250-x\r\n".repeat(MAX_REPLY_LINES + 1);
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"250-mx.test\r\n251 changed code\r\n",
+                "malformed multi-line reply",
+            ),
+            (b"250_mx.test\r\n", "not a 3-digit code"),
+            (b"25\r\n", "not a 3-digit code"),
+            (b"650 six hundred\r\n", "not a 3-digit code"),
+            (b"\x00\x01\x02\r\n", "not a 3-digit code"),
+            (&long, "longer than 4096"),
+            (&many, "more than 100 lines"),
+        ];
+        for &(ehlo, text) in cases {
+            let mut h = Harness::new(settings(TlsPolicy::None));
+            h.step(&srv(GREETING));
+            let (o, e) = h.step(&srv(ehlo));
+            assert_eq!((o.as_str(), e.as_str()), ("", "Failed(T451)"), "{text}");
+            assert!(h.failure().contains(text), "{}", h.failure());
+            assert_eq!(h.c.phase(), Phase::Closed);
+            // After failing, input is ignored.
+            assert_eq!(h.step(&srv(b"250 ok\r\n")), (String::new(), String::new()));
+        }
+        // A line of exactly the limit is fine.
+        let mut exact = b"250 ".to_vec();
+        exact.resize(MAX_REPLY_LINE - 2, b'x');
+        exact.extend_from_slice(b"\r\n");
+        let mut h = Harness::new(settings(TlsPolicy::None));
+        h.step(&srv(GREETING));
+        assert_eq!(h.step(&srv(&exact)).1, "Ready");
+        // A reply nobody asked for.
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_BASIC);
+        transcript!(h, srv(b"250 surprise\r\n") => "", "Failed(T451)");
+        // Garbage in the middle of a transaction settles the message first.
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_PIPELINING);
+        transcript!(h,
+            Send(msg("a@b", &["c@d"], 1, false)) =>
+                "MAIL FROM:<a@b> SIZE=1\r\nRCPT TO:<c@d>\r\nDATA\r\n", "";
+            srv(b"250 ok\r\n\xff\xfe garbage\r\n") => "", "Done[T451] Failed(T451)";
+        );
+    }
+
+    #[test]
+    fn reply_text_is_made_safe() {
+        let mut h = Harness::opened(settings(TlsPolicy::None), EHLO_BASIC);
+        transcript!(h,
+            Send(msg("a@b", &["c@d"], 1, false)) => "MAIL FROM:<a@b>\r\n", "";
+            srv(b"550 5.1.0 bad\x1b[31m\xff\tx\r\n") => "", "Done[P550] Ready";
+        );
+        assert_eq!(h.last_done()[0].reply().text(), "5.1.0 bad?[31m\u{fffd}?x");
+    }
+
+    #[test]
+    fn capabilities_are_parsed_case_insensitively() {
+        let reply = Reply {
+            code: 250,
+            enhanced: None,
+            lines: vec![
+                "mx.test greets you".into(),
+                "pipelining".into(),
+                "Size".into(),
+                "8bitmime".into(),
+                "auth=plain".into(),
+                "ENHANCEDSTATUSCODES".into(),
+                "smtputf8".into(),
+                "starttls".into(),
+                "".into(),
+            ],
+        };
+        let caps = Capabilities::parse(&reply);
+        assert_eq!(
+            caps,
+            Capabilities {
+                esmtp: true,
+                pipelining: true,
+                size: Some(0),
+                eight_bit_mime: true,
+                starttls: true,
+                auth_plain: true,
+                auth_login: false,
+                enhanced_status_codes: true,
+                smtputf8: true,
+            }
+        );
+    }
+
+    #[test]
+    fn dsn_from_reply() {
+        let r = |code, text: &'static str| Reply {
+            code,
+            enhanced: None,
+            lines: vec![text.into()],
+        };
+        const CASES: &[(u16, &str, &str)] = &[
+            (550, "5.1.1 user unknown", "5.1.1"),
+            (451, "4.7.10 greylisted", "4.7.10"),
+            (550, "4.1.1 class mismatch", "5.0.0"),
+            (550, "5.1 short", "5.0.0"),
+            (250, "ok", "2.0.0"),
+            (452, "", "4.0.0"),
+            (550, "5.1.1234 too long", "5.0.0"),
+        ];
+        for &(code, text, expected) in CASES {
+            assert_eq!(dsn(&r(code, text)), expected, "{text}");
+        }
+        assert_eq!(dsn(&reply::tls_not_offered(PEER)), "4.7.4");
+    }
+
+    /// A whole session's server side, as (server bytes, client calls after it).
+    fn full_session() -> Vec<Step> {
+        vec![
+            srv(b"220-mx.test ESMTP\r\n220-second line\r\n220 third\r\n"),
+            srv(b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-STARTTLS\r\n250 8BITMIME\r\n"),
+            srv(b"220 2.0.0 go\r\n"),
+            TlsStarted,
+            srv(b"250-mx.test\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN\r\n250 SIZE 1000\r\n"),
+            srv(b"235 2.7.0 ok\r\n"),
+            Send(msg("a@b", &["c@d", "e@f", "g@h"], 10, true)),
+            srv(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550-5.1.1 no\r\n550 5.1.1 such user\r\n\
+                  250 2.1.5 ok\r\n354 go\r\n"),
+            Body(b".hi\r\n".to_vec()),
+            EndBody,
+            srv(b"250-2.0.0 queued\r\n250 2.0.0 as X\r\n"),
+            Send(msg("", &["c@d"], 10, false)),
+            srv(b"250 ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n"),
+            Send(msg("", &["c@d"], 10, false)),
+            srv(b"250 2.0.0 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            EndBody,
+            srv(b"451 4.3.0 later\r\n"),
+            Quit,
+            srv(b"221 2.0.0 bye\r\n"),
+        ]
+    }
+
+    fn run(steps: &[Step], split: impl Fn(&[u8]) -> Vec<Vec<u8>>) -> (String, String) {
+        let mut h = Harness::new(with_auth(settings(TlsPolicy::Required)));
+        let (mut out, mut events) = (String::new(), Vec::new());
+        for step in steps {
+            let (o, e) = match step {
+                Server(bytes) => {
+                    let mut all = (String::new(), Vec::new());
+                    for piece in split(bytes) {
+                        let (o, e) = h.step(&Server(piece));
+                        all.0.push_str(&o);
+                        if !e.is_empty() {
+                            all.1.push(e);
+                        }
+                    }
+                    (all.0, all.1.join(" "))
+                }
+                _ => h.step(step),
+            };
+            out.push_str(&o);
+            if !e.is_empty() {
+                events.push(e);
+            }
+        }
+        (out, events.join(" "))
+    }
+
+    #[test]
+    fn replies_split_at_every_byte_boundary_read_the_same() {
+        let steps = full_session();
+        let whole = run(&steps, |b| vec![b.to_vec()]);
+        assert_eq!(
+            whole.1,
+            "StartTls Ready SendBody Done[D250,P550,D250] Ready Done[P550] Ready \
+             SendBody Done[T451] Ready Closed"
+        );
+        assert!(
+            whole.0.contains("RSET\r\nMAIL FROM:<> SIZE=10\r\n"),
+            "{}",
+            whole.0
+        );
+        assert!(whole.0.contains("\r\n..hi\r\n.\r\n"), "{}", whole.0);
+        // One byte at a time.
+        assert_eq!(run(&steps, |b| b.iter().map(|&x| vec![x]).collect()), whole);
+        // Every two-piece split of every server chunk.
+        for (i, step) in steps.iter().enumerate() {
+            let Server(bytes) = step else { continue };
+            for k in 1..bytes.len() {
+                let got = run(&steps, |b| {
+                    if std::ptr::eq(b, bytes.as_slice()) {
+                        vec![b[..k].to_vec(), b[k..].to_vec()]
+                    } else {
+                        vec![b.to_vec()]
+                    }
+                });
+                assert_eq!(got, whole, "step {i} split at {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn send_before_ready_defers_without_sending() {
+        let mut h = Harness::new(settings(TlsPolicy::None));
+        transcript!(h, Send(msg("a@b", &["c@d", "e@f"], 1, false)) => "", "Done[T451,T451]");
+        // Body calls out of turn do nothing.
+        transcript!(h, Body(b"x".to_vec()) => "", ""; EndBody => "", "");
+        // quit() mid-opening fails the connection rather than sending QUIT into it.
+        transcript!(h, Quit => "", "Failed(T451)");
+    }
+}

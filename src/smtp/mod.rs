@@ -1,7 +1,8 @@
-//! The SMTP protocol vocabulary shared by the server session and (later) the client.
+//! The SMTP protocol vocabulary shared by the server session and the delivery client.
 //! Nothing in here touches a socket, a file or the clock.
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod headers;

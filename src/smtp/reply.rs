@@ -277,6 +277,108 @@ pub fn http_refused() -> Reply {
     )
 }
 
+// Local reasons for the delivery client (smtp::client, delivery::connection): what we
+// record for a recipient when the remote server said nothing we could quote. The basic
+// code is ours (451/552/553, like Postfix's "local reason" DSNs); the enhanced codes are
+// RFC 3463's. `peer` is `HOST[IP]:PORT`.
+
+pub fn connect_failed(peer: &str, reason: &str) -> Reply {
+    Reply::new(451, "4.4.1", format!("connect to {peer}: {reason}"))
+}
+pub fn lost_connection(peer: &str, doing: &str) -> Reply {
+    Reply::new(
+        451,
+        "4.4.2",
+        format!("lost connection with {peer} while {doing}"),
+    )
+}
+pub fn conversation_timed_out(peer: &str, doing: &str) -> Reply {
+    Reply::new(
+        451,
+        "4.4.2",
+        format!("conversation with {peer} timed out while {doing}"),
+    )
+}
+pub fn malformed_reply(peer: &str, what: &str) -> Reply {
+    // RFC 3463 X.5.0: other or undefined protocol status.
+    Reply::new(451, "4.5.0", format!("protocol error with {peer}: {what}"))
+}
+pub fn tls_not_offered(peer: &str) -> Reply {
+    // X.7.4: security features not supported.
+    Reply::new(
+        451,
+        "4.7.4",
+        format!("TLS is required, but was not offered by host {peer}"),
+    )
+}
+pub fn starttls_refused(peer: &str, said: &Reply) -> Reply {
+    Reply::new(
+        451,
+        "4.7.4",
+        format!("TLS is required, but host {peer} refused to start TLS: {said}"),
+    )
+}
+pub fn tls_failed(peer: &str, reason: &str) -> Reply {
+    // X.7.5: cryptographic failure (handshake, certificate verification).
+    Reply::new(
+        451,
+        "4.7.5",
+        format!("TLS handshake with {peer} failed: {reason}"),
+    )
+}
+pub fn auth_impossible(peer: &str, why: &str) -> Reply {
+    Reply::new(
+        451,
+        "4.7.0",
+        format!("cannot authenticate to {peer}: {why}"),
+    )
+}
+pub fn remote_auth_failed(peer: &str, said: &Reply) -> Reply {
+    // Deferred, not bounced, whatever the server's code: a wrong smarthost password is a
+    // local configuration error (Postfix's smtp_sasl_auth_soft_bounce = yes).
+    Reply::new(
+        451,
+        "4.7.0",
+        format!("SASL authentication failed; server {peer} said: {said}"),
+    )
+}
+pub fn size_over_remote_limit(peer: &str, size: u64, limit: u64) -> Reply {
+    Reply::new(
+        552,
+        "5.3.4",
+        format!("message size {size} exceeds size limit {limit} of server {peer}"),
+    )
+}
+pub fn smtputf8_not_offered(peer: &str) -> Reply {
+    // RFC 6531 §3.2 and RFC 6533: X.6.7, non-ASCII addresses not permitted.
+    Reply::new(
+        553,
+        "5.6.7",
+        format!("SMTPUTF8 is required, but was not offered by host {peer}"),
+    )
+}
+pub fn bad_envelope_sender() -> Reply {
+    Reply::new(
+        553,
+        "5.1.7",
+        "invalid sender address in the queued envelope",
+    )
+}
+pub fn bad_envelope_recipient() -> Reply {
+    Reply::new(
+        553,
+        "5.1.3",
+        "invalid recipient address in the queued envelope",
+    )
+}
+pub fn message_unreadable(reason: &str) -> Reply {
+    Reply::new(
+        451,
+        "4.3.0",
+        format!("cannot read the queued message: {reason}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

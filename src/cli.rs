@@ -59,7 +59,7 @@ fn postling(args: &[String]) -> i32 {
         "serve" => serve(rest),
         "check" => check(rest),
         "queue" => queue(rest),
-        "flush" => not_yet("flush"),
+        "flush" => flush(rest),
         "send" => not_yet("send"),
         "resolve" => crate::dns::report::main(rest),
         "passwd" => crate::auth::passwd::main(rest),
@@ -183,6 +183,64 @@ fn check(args: &[String]) -> i32 {
     }
     print!("{}", config::render(&config));
     exit::OK
+}
+
+/// `flush`: one delivery pass over the whole queue (`--due`: only what the retry
+/// schedule says is due, which is what `serve` runs).
+fn flush(args: &[String]) -> i32 {
+    let mut opts = base_options();
+    opts.optflag(
+        "",
+        "due",
+        "only messages whose retry time has come (what serve runs)",
+    );
+    let m = match parse_opts(&opts, args, "postling flush [-c FILE] [--due]") {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let config = match load_config(&m) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(path) = &config.smarthost_auth {
+        if let Err(e) = crate::delivery::remote::load_smarthost_auth(path) {
+            eprintln!("postling: {e}");
+            return exit::CONFIG;
+        }
+    }
+    let spool = match Spool::open(&config.spool) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "postling: {}: {}",
+                config.spool.display(),
+                crate::time::io_reason(&e)
+            );
+            return exit::CANTCREAT;
+        }
+    };
+    let opts = crate::delivery::pass::PassOptions {
+        force: !m.opt_present("due"),
+    };
+    match crate::delivery::pass::run(&config, &spool, opts) {
+        Ok(s) => {
+            if s.messages > 0 || s.busy > 0 {
+                log::info!(
+                    "pass: {} message(s): {} delivered, {} deferred, {} bounced, {} busy in another pass",
+                    s.messages,
+                    s.delivered,
+                    s.deferred,
+                    s.failed,
+                    s.busy
+                );
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("postling: {e}");
+            exit::CONFIG
+        }
+    }
 }
 
 fn queue(args: &[String]) -> i32 {

@@ -32,13 +32,15 @@ pub struct LocalOutcome {
 #[derive(Debug, PartialEq, Eq)]
 pub struct FanOut {
     pub address: String,
-    /// `None`: still to deliver (remote target, or a mailbox that failed transiently and
-    /// is retried on its own); `Some`: the outcome already reached.
+    /// `None`: still to deliver (a remote target); `Some`: the attempt already made (a
+    /// mailbox that failed, transiently or for good).
     pub done: Option<(Verdict, String)>,
 }
 
 /// Where local delivery reads and writes.
 pub struct LocalContext<'a> {
+    /// Queue ID, for the log.
+    pub id: &'a str,
     pub config: &'a Config,
     pub aliases: &'a Aliases,
     pub passwd: &'a Path,
@@ -82,9 +84,11 @@ pub fn deliver(ctx: &LocalContext, address: &str, expanded: bool) -> LocalOutcom
                         "to=<{user}>, orig_to=<{address}>, relay=local, status=sent ({reply})"
                     );
                 } else {
+                    // Tried once already: the fanned-out recipient starts with this
+                    // attempt recorded (deferred or failed), not as pending.
                     fan_out.push(FanOut {
                         address: user.clone(),
-                        done: (verdict == Verdict::Permanent).then_some((verdict, reply)),
+                        done: Some((verdict, reply)),
                     });
                 }
             }
@@ -209,6 +213,7 @@ mod tests {
             let passwd = self.dir.join("passwd");
             let message = self.dir.join("msg");
             let ctx = LocalContext {
+                id: "TEST",
                 config: &self.config,
                 aliases: &self.aliases,
                 passwd: &passwd,

@@ -3,5 +3,7 @@
 
 pub mod connection;
 pub mod local;
+pub mod pass;
+pub mod remote;
 pub mod route;
 pub mod schedule;

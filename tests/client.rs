@@ -619,6 +619,27 @@ fn a_hanging_server_times_out_at_rcpt_and_at_end_of_data() {
 }
 
 #[test]
+fn a_hanging_server_times_out_inside_tls() {
+    let pki = Pki::new();
+    let mut args = pki.sink_args();
+    args.extend(["--starttls", "--pipelining"].map(String::from));
+    let sink = Sink::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let tmp = TempDir::new("msg");
+    let mut s = settings(TlsPolicy::Opportunistic, Some((Verify::No, None)));
+    s.timeouts = Timeouts::scaled_down(300);
+    let mut conn = connect(&sink, "localhost", &s);
+    assert!(conn.tls().is_some());
+    let (m, p) = message(tmp.path(), "m", &["ok@mx.test", "hang@mx.test"], SMALL);
+    let t = Instant::now();
+    let outcomes = conn.deliver(&m, &p);
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(tags(&outcomes), ["T451", "T451"]);
+    let r = outcomes[1].reply();
+    assert!(r.text().ends_with("timed out while sending RCPT TO"), "{r}");
+    conn.quit();
+}
+
+#[test]
 fn an_unreadable_message_file_defers_and_keeps_the_connection() {
     let sink = Sink::start(&[]);
     let tmp = TempDir::new("msg");

@@ -335,7 +335,7 @@ pub struct Connection {
     transport: Transport,
     /// `HOST[IP]:PORT`.
     peer: String,
-    server_name: Option<ServerName<'static>>,
+    server_name: ServerName<'static>,
     tls_config: Option<Arc<ClientConfig>>,
     timeouts: Timeouts,
     /// The phase whose deadline runs, and that deadline.
@@ -417,13 +417,11 @@ fn open_once(
         transient(reply::connect_failed(&peer, &reason))
     })?;
     let _ = tcp.set_nodelay(true);
-    // Server name for SNI and verification; an IP literal names itself.
-    let host = host_name.trim_end_matches('.');
-    let server_name = if host.is_empty() {
-        Some(ServerName::IpAddress(addr.ip().into()))
-    } else {
-        ServerName::try_from(host.to_string()).ok()
-    };
+    // Server name for SNI and verification; an IP literal names itself. A name that
+    // cannot be a certificate's DNS name (empty, `_`) is replaced by the address, which
+    // a certificate must then name for verification to pass.
+    let server_name = ServerName::try_from(host_name.trim_end_matches('.').to_string())
+        .unwrap_or(ServerName::IpAddress(addr.ip().into()));
     let client = Client::new(ClientSettings {
         helo_name: settings.helo_name.clone(),
         peer: peer.clone(),
@@ -661,12 +659,10 @@ impl Connection {
 
     /// The TLS handshake, within the current phase's deadline.
     fn handshake(&mut self) -> Result<(), String> {
-        let (Some(config), Some(name)) = (self.tls_config.clone(), self.server_name.clone()) else {
-            return Err(match self.server_name {
-                None => "host name unusable as a TLS server name".to_string(),
-                Some(_) => "no TLS client configuration".to_string(),
-            });
+        let Some(config) = self.tls_config.clone() else {
+            return Err("no TLS client configuration".to_string());
         };
+        let name = self.server_name.clone();
         let left = self.remaining().ok_or("timed out")?;
         let _ = self.transport.tcp.set_read_timeout(Some(left));
         let _ = self.transport.tcp.set_write_timeout(Some(left));

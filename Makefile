@@ -13,7 +13,8 @@ MUSL    := x86_64-unknown-linux-musl
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the integration tests talk to: swaks (with TLS), curl, openssl,
-# dnsmasq (the test DNS server that holds MX records).
+# dnsmasq (the test DNS server that holds MX records). Python's aiosmtpd (pip) is the
+# receiving MX.
 TEST_DEBS := swaks libnet-ssleay-perl libio-socket-ssl-perl curl openssl dnsmasq-base
 
 # $(call apt_install,PACKAGES): install the Debian packages that are not installed yet.
@@ -26,7 +27,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build run test test-deps lint fmt static bench clean
+.PHONY: all build run test test-deps lint fmt static fuzz clean
 
 all: build
 
@@ -42,6 +43,7 @@ test: test-deps
 
 test-deps:
 	$(call apt_install,$(TEST_DEBS))
+	@python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q aiosmtpd
 
 lint:
 	$(CARGO) fmt --check
@@ -56,6 +58,13 @@ static:
 	$(call apt_install,musl-tools)
 	$(CARGO) build --release --target $(MUSL)
 	@ls -l target/$(MUSL)/release/postling
+
+# Fuzz the DNS answer parser (nightly + cargo-fuzz; not part of make test: the fuzz
+# build alone takes minutes). FUZZ_SECONDS=600 by default.
+FUZZ_SECONDS ?= 600
+fuzz:
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install -q cargo-fuzz
+	cd fuzz && cargo +nightly fuzz run dns_answer -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

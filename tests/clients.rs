@@ -6,7 +6,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{run_with_stdin, Daemon};
+use std::time::Duration;
+
+use common::{eventually, run_with_stdin, Daemon};
 
 const MESSAGE: &str = "From: Sender <sender@example.org>\r\n\
                        To: Alice <alice@mx.test>\r\n\
@@ -26,7 +28,7 @@ code, _ = s.ehlo("client.example.org")
 assert code == 250, code
 assert s.has_extn("pipelining") and s.has_extn("8bitmime") and s.has_extn("enhancedstatuscodes")
 assert int(s.esmtp_features["size"]) > 0
-refused = s.sendmail("sender@example.org", ["alice@mx.test", "bob@mx.test"], sys.stdin.buffer.read())
+refused = s.sendmail("sender@example.org", ["friend@remote.example", "other@remote.example"], sys.stdin.buffer.read())
 assert refused == {{}}, refused
 print("reply", s.noop()[0])
 s.quit()
@@ -51,16 +53,21 @@ s.quit()
         queue[0]
     );
     assert!(
-        queue[0].contains(r#""address": "alice@mx.test""#),
+        queue[0].contains(r#""address": "friend@remote.example""#),
         "{}",
         queue[0]
     );
     assert!(
-        queue[0].contains(r#""address": "bob@mx.test""#),
+        queue[0].contains(r#""address": "other@remote.example""#),
         "{}",
         queue[0]
     );
-    assert!(queue[0].contains(r#""status": "pending""#), "{}", queue[0]);
+    // Not tried yet, or tried and deferred (this test has no DNS).
+    assert!(
+        queue[0].contains(r#""status": "pending""#) || queue[0].contains(r#""status": "deferred""#),
+        "{}",
+        queue[0]
+    );
 
     let msgs = d.spooled_messages();
     assert_eq!(msgs.len(), 1);
@@ -84,7 +91,12 @@ fn swaks_pipelined_transaction_is_queued() {
     let d = Daemon::start("");
     let out = Command::new("swaks")
         .args(["--server", &format!("127.0.0.1:{}", d.port)])
-        .args(["--to", "alice@mx.test", "--from", "sender@example.org"])
+        .args([
+            "--to",
+            "friend@remote.example",
+            "--from",
+            "sender@example.org",
+        ])
         .args([
             "--helo",
             "swaks.example.org",
@@ -119,7 +131,7 @@ fn swaks_pipelined_transaction_is_queued() {
     let listing = d.run(&["queue"]);
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(
-        listing.contains(id) && listing.contains("alice@mx.test"),
+        listing.contains(id) && listing.contains("friend@remote.example"),
         "{listing}"
     );
 
@@ -144,7 +156,16 @@ fn swaks_to_an_alias_and_to_postmaster() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{rcpt}: {text}");
     }
-    assert_eq!(d.queue().len(), 3);
+    // sales → alice and bob; postmaster → alice; Alice → alice.
+    assert!(
+        eventually(Duration::from_secs(10), || d.maildir("alice").len() == 3
+            && d.maildir("bob").len() == 1),
+        "alice {} bob {}\nlog:\n{}",
+        d.maildir("alice").len(),
+        d.maildir("bob").len(),
+        d.log()
+    );
+    assert!(eventually(Duration::from_secs(5), || d.queue().is_empty()));
 }
 
 #[test]
@@ -160,7 +181,7 @@ fn curl_smtp_upload_is_queued() {
             "--mail-from",
             "sender@example.org",
             "--mail-rcpt",
-            "bob@mx.test",
+            "other@remote.example",
             "--upload-file",
             "-",
         ]),
@@ -174,7 +195,7 @@ fn curl_smtp_upload_is_queued() {
     );
     let queue = d.queue();
     assert_eq!(queue.len(), 1, "{queue:?}");
-    assert!(queue[0].contains(r#""address": "bob@mx.test""#));
+    assert!(queue[0].contains(r#""address": "other@remote.example""#));
     let msgs = d.spooled_messages();
     assert!(msgs[0].contains("Subject: integration test"), "{}", msgs[0]);
 }

@@ -24,7 +24,7 @@ fn send_one(d: &Daemon, rcpt: &str) -> String {
 #[test]
 fn kill_9_right_after_250_keeps_the_message_for_a_restart() {
     let mut d = Daemon::start("");
-    let id = send_one(&d, "alice@mx.test");
+    let id = send_one(&d, "friend@remote.example");
     // No QUIT, no grace: the process dies the instant after the reply.
     d.signal("KILL");
     assert!(d.wait_exit(Duration::from_secs(5)).is_none() || !d.is_running());
@@ -33,15 +33,18 @@ fn kill_9_right_after_250_keeps_the_message_for_a_restart() {
     assert!(queue[0].contains(&id));
     // A restarted daemon reads the same spool and keeps accepting.
     d.spawn();
-    let id2 = send_one(&d, "bob@mx.test");
+    let id2 = send_one(&d, "other@remote.example");
     let queue = d.queue();
     assert_eq!(queue.len(), 2, "{queue:?}");
     assert!(queue.iter().any(|l| l.contains(&id)) && queue.iter().any(|l| l.contains(&id2)));
-    // Nothing half-written is left behind in tmp/.
-    let tmp = fs::read_dir(d.dir.path().join("spool/tmp"))
-        .expect("tmp/")
-        .count();
-    assert_eq!(tmp, 0);
+    // Nothing half-written is left behind in tmp/ (a delivery pass may be rewriting an
+    // envelope through tmp/ right now, so give it a moment).
+    let tmp_empty = || {
+        fs::read_dir(d.dir.path().join("spool/tmp"))
+            .map(|r| r.count() == 0)
+            .unwrap_or(false)
+    };
+    assert!(eventually(Duration::from_secs(5), tmp_empty));
 }
 
 #[test]
@@ -52,7 +55,9 @@ fn sigterm_answers_open_sessions_421_and_exits_0() {
     let mut in_data = Client::greeted(d.port);
     assert!(in_data.cmd("EHLO t.example").starts_with("250"));
     assert!(in_data.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
-    assert!(in_data.cmd("RCPT TO:<alice@mx.test>").starts_with("250"));
+    assert!(in_data
+        .cmd("RCPT TO:<friend@remote.example>")
+        .starts_with("250"));
     assert!(in_data.cmd("DATA").starts_with("354"));
     in_data.send(b"Subject: in flight\r\n\r\n");
 
@@ -181,9 +186,9 @@ fn check_prints_settings_and_rejects_bad_files_with_78() {
 #[test]
 fn queue_delete_removes_one_message_or_all() {
     let d = Daemon::start("");
-    let a = send_one(&d, "alice@mx.test");
-    let _b = send_one(&d, "bob@mx.test");
-    let _c = send_one(&d, "bob@mx.test");
+    let a = send_one(&d, "friend@remote.example");
+    let _b = send_one(&d, "other@remote.example");
+    let _c = send_one(&d, "other@remote.example");
     assert_eq!(d.queue().len(), 3);
 
     let out = d.run(&["queue", "-d", "not-an-id"]);
@@ -209,11 +214,9 @@ fn queue_delete_removes_one_message_or_all() {
 
 #[test]
 fn unfinished_send_exits_69() {
-    for cmd in ["send"] {
-        let out = Command::new(BIN).arg(cmd).output().expect("run");
-        assert_eq!(out.status.code(), Some(69), "{cmd}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
-    }
+    let out = Command::new(BIN).arg("send").output().expect("run");
+    assert_eq!(out.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
     let out = Command::new(BIN).arg("--version").output().expect("run");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("postling "));
 }

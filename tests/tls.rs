@@ -81,7 +81,13 @@ fn swaks_starttls_message_is_queued_with_esmtps() {
     let d = Daemon::start(&tls);
     let out = Command::new("swaks")
         .args(["--server", &format!("127.0.0.1:{}", d.port)])
-        .args(["--to", "alice@mx.test", "--from", "s@example.org", "--tls"])
+        .args([
+            "--to",
+            "friend@remote.example",
+            "--from",
+            "s@example.org",
+            "--tls",
+        ])
         .args(["--timeout", "10"])
         .output()
         .expect("swaks");
@@ -112,7 +118,7 @@ code, _ = s.starttls(context=ctx)
 assert code == 220, code
 s.ehlo("py.example")
 assert not s.has_extn("starttls")
-s.sendmail("s@example.org", ["bob@mx.test"], b"Subject: py tls\r\n\r\nhi\r\n")
+s.sendmail("s@example.org", ["other@remote.example"], b"Subject: py tls\r\n\r\nhi\r\n")
 s.quit()
 
 # Implicit TLS on the submissions port: the greeting arrives inside TLS, and MAIL
@@ -148,7 +154,7 @@ fn curl_ssl_reqd_sends_over_starttls() {
                 "--mail-from",
                 "s@example.org",
                 "--mail-rcpt",
-                "alice@mx.test",
+                "friend@remote.example",
                 "--upload-file",
                 "-",
             ]),
@@ -175,7 +181,7 @@ fn curl_ssl_reqd_fails_without_a_certificate_configured() {
                 "--mail-from",
                 "s@example.org",
                 "--mail-rcpt",
-                "alice@mx.test",
+                "friend@remote.example",
                 "--upload-file",
                 "-",
             ]),
@@ -246,7 +252,13 @@ fn a_client_stalling_in_the_handshake_is_timed_out_without_stalling_others() {
     // Meanwhile a full STARTTLS transaction on the other port goes through.
     let out = Command::new("swaks")
         .args(["--server", &format!("127.0.0.1:{}", d.port)])
-        .args(["--to", "alice@mx.test", "--from", "s@example.org", "--tls"])
+        .args([
+            "--to",
+            "friend@remote.example",
+            "--from",
+            "s@example.org",
+            "--tls",
+        ])
         .args(["--timeout", "10"])
         .output()
         .expect("swaks");

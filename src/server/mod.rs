@@ -14,11 +14,13 @@
 //! - On SIGTERM/SIGINT nothing acknowledged is lost: a message only gets `250` after it
 //!   is durable, and sessions in DATA may finish within the grace period.
 
+mod runner;
 mod signals;
 mod store;
 pub mod tls;
 mod transport;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +42,7 @@ use crate::local::directory::Directory;
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::session::{Peer, Session};
 use crate::spool::{Incoming, Spool};
+use runner::PassRunner;
 use signals::SignalPipe;
 use store::SpoolBackend;
 use transport::Transport;
@@ -124,6 +127,10 @@ struct Server {
     scratch: Vec<u8>,
     /// Recent failed AUTHs per client address, across sessions.
     auth_memory: AddressMemory,
+    /// Delivery passes (child processes).
+    runner: PassRunner,
+    /// A session queued a message since the loop last looked.
+    new_mail: Cell<bool>,
     /// Set once SIGTERM/SIGINT arrived: the moment sessions are cut off.
     stopping: Option<Instant>,
 }
@@ -226,6 +233,7 @@ impl Server {
             config.spool.display(),
             addrs.join(", ")
         );
+        let runner = PassRunner::new(config.path.clone(), config.queue_interval);
         Ok(Server {
             poll,
             listeners,
@@ -242,6 +250,8 @@ impl Server {
             per_ip: HashMap::new(),
             scratch: vec![0; READ_CHUNK],
             auth_memory: AddressMemory::new(Policy::DEFAULT),
+            runner,
+            new_mail: Cell::new(false),
             stopping: None,
         })
     }
@@ -285,6 +295,12 @@ impl Server {
                 }
             }
             self.expire();
+            if self.new_mail.take() {
+                self.runner.request();
+            }
+            if self.stopping.is_none() {
+                self.runner.poll(Instant::now());
+            }
             if self.stopping.is_some() && self.open == 0 {
                 info!("stopped");
                 return Ok(());
@@ -296,6 +312,9 @@ impl Server {
     fn next_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
         let mut next = self.stopping;
+        if self.stopping.is_none() {
+            next = self.runner.next_deadline();
+        }
         for conn in self.connections.iter().flatten() {
             let due = conn
                 .hold_until
@@ -411,6 +430,7 @@ impl Server {
             &self.spool,
             &self.settings,
             &mut self.auth_memory,
+            &self.new_mail,
         );
         if !alive {
             self.close(slot);
@@ -426,6 +446,7 @@ impl Server {
             directory: &self.settings.directory,
             users: self.settings.users.as_deref(),
             incoming: &mut conn.incoming,
+            new_mail: &self.new_mail,
         };
         conn.session.handle_disconnect(&mut backend);
         conn.stream.close();
@@ -467,6 +488,7 @@ impl Server {
                 directory: &self.settings.directory,
                 users: self.settings.users.as_deref(),
                 incoming: &mut conn.incoming,
+                new_mail: &self.new_mail,
             };
             conn.session.abort(&reply, &mut backend);
             conn.out.extend_from_slice(&conn.session.take_output());
@@ -544,6 +566,7 @@ impl Server {
                 return;
             }
         };
+        self.runner.set_interval(config.queue_interval);
         info!("reloaded {}", path.display());
         self.settings = Settings {
             directory: Directory::new(aliases, &config.mail_dir),
@@ -577,6 +600,7 @@ fn drive_connection(
     spool: &Spool,
     settings: &Settings,
     auth_memory: &mut AddressMemory,
+    new_mail: &Cell<bool>,
 ) -> bool {
     let directory = &settings.directory;
     let idle = settings.config.idle_timeout;
@@ -592,6 +616,7 @@ fn drive_connection(
                 directory,
                 users: settings.users.as_deref(),
                 incoming: &mut conn.incoming,
+                new_mail,
             };
             let was_data = conn.session.in_data();
             let n = conn

@@ -23,6 +23,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
 pub struct Received {
     pub stop: bool,
     pub reload: bool,
+    /// A child (a delivery pass) exited.
+    pub child: bool,
 }
 
 pub struct SignalPipe {
@@ -30,14 +32,14 @@ pub struct SignalPipe {
 }
 
 impl SignalPipe {
-    /// Install handlers for SIGTERM, SIGINT and SIGHUP.
+    /// Install handlers for SIGTERM, SIGINT, SIGHUP and SIGCHLD.
     pub fn install() -> io::Result<SignalPipe> {
         let mut fds = [0 as libc::c_int; 2];
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
             return Err(io::Error::last_os_error());
         }
         PIPE_WRITE.store(fds[1], Ordering::Relaxed);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();
                 sa.sa_sigaction = on_signal as *const () as usize;
@@ -68,6 +70,7 @@ impl SignalPipe {
                 match i32::from(sig) {
                     libc::SIGTERM | libc::SIGINT => got.stop = true,
                     libc::SIGHUP => got.reload = true,
+                    libc::SIGCHLD => got.child = true,
                     _ => {}
                 }
             }

@@ -6,6 +6,8 @@ use crate::smtp::session::Backend;
 use crate::spool::{Envelope, Incoming, QueueId, Spool, SpoolError};
 
 pub struct SpoolBackend<'a> {
+    /// Set when a message was queued: the daemon then starts a delivery pass.
+    pub new_mail: &'a std::cell::Cell<bool>,
     pub spool: &'a Spool,
     pub directory: &'a Directory,
     pub users: Option<&'a Users>,
@@ -40,7 +42,11 @@ impl Backend for SpoolBackend<'_> {
 
     fn commit_message(&mut self, envelope: &Envelope) -> Result<(), SpoolError> {
         match self.incoming.take() {
-            Some(inc) => inc.commit(envelope).map(|_| ()),
+            Some(inc) => {
+                inc.commit(envelope)?;
+                self.new_mail.set(true);
+                Ok(())
+            }
             None => Err(SpoolError::Io(std::io::Error::other(
                 "no message in progress",
             ))),

@@ -95,7 +95,7 @@ impl Daemon {
         }
         fs::write(
             dir.path().join("aliases"),
-            "# test aliases\nsales: alice, bob\n",
+            "# test aliases\nsales: alice, bob\npostmaster: alice\n",
         )
         .expect("write aliases");
         let mut d = Daemon {
@@ -227,6 +227,17 @@ impl Daemon {
     pub fn spooled_messages(&self) -> Vec<String> {
         let mut v = Vec::new();
         if let Ok(rd) = fs::read_dir(self.dir.path().join("spool").join("msg")) {
+            for e in rd.flatten() {
+                v.push(fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        v
+    }
+
+    /// The messages delivered to `user`'s Maildir (new/), as text.
+    pub fn maildir(&self, user: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Ok(rd) = fs::read_dir(self.dir.path().join("mail").join(user).join("new")) {
             for e in rd.flatten() {
                 v.push(fs::read_to_string(e.path()).unwrap_or_default());
             }

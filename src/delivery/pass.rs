@@ -70,6 +70,12 @@ struct Job {
 /// Run one pass. `Err` only when the pass cannot start (unreadable spool or aliases).
 pub fn run(config: &Config, spool: &Spool, opts: PassOptions) -> Result<PassSummary, String> {
     let aliases = Aliases::load(&config.aliases).map_err(|e| e.to_string())?;
+    // Mail local users left in maildrop/ joins the queue first.
+    match crate::spool::maildrop::pickup(spool, &config.hostname) {
+        Ok(0) => {}
+        Ok(n) => info!("picked up {n} message(s) from maildrop/"),
+        Err(e) => warn!("maildrop/: {}", crate::time::io_reason(&e)),
+    }
     let now = crate::time::unix_now();
     let mut summary = PassSummary::default();
     let mut jobs = Vec::new();

@@ -54,6 +54,17 @@ pub fn system_user_ids(passwd: &Path, name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// The user name of `uid` in /etc/passwd, if any.
+pub fn user_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _password = f.next()?;
+        (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
+}
+
 fn system_user_exists(passwd: &Path, name: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(passwd) else {
         return false;

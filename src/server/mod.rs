@@ -22,7 +22,7 @@ mod transport;
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +62,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 64 * 1024;
 
 const SIGNAL: Token = Token(usize::MAX - 1);
+/// The maildrop FIFO: a local `sendmail` dropped mail.
+const PICKUP: Token = Token(usize::MAX - 2);
 const FIRST_CONNECTION: usize = 1024;
 
 struct Connection {
@@ -262,6 +264,21 @@ impl Server {
         self.poll
             .registry()
             .register(&mut SourceFd(&sig_fd), SIGNAL, Interest::READABLE)?;
+        // Local submissions poke this FIFO; without it they wait for queue_interval.
+        let fifo = match crate::spool::maildrop::open_fifo(self.spool.root()) {
+            Ok(f) => {
+                use std::os::fd::AsRawFd;
+                let fd = f.as_raw_fd();
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), PICKUP, Interest::READABLE)?;
+                Some(f)
+            }
+            Err(e) => {
+                warn!("maildrop FIFO: {}", crate::time::io_reason(&e));
+                None
+            }
+        };
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.next_timeout();
@@ -280,6 +297,13 @@ impl Server {
                         if got.stop {
                             self.begin_shutdown();
                         }
+                    }
+                    PICKUP => {
+                        if let Some(mut f) = fifo.as_ref() {
+                            let mut buf = [0u8; 256];
+                            while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+                        }
+                        self.runner.request();
                     }
                     Token(i) if i < self.listeners.len() => self.accept(i),
                     Token(t) if t >= FIRST_CONNECTION => {

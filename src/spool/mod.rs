@@ -6,12 +6,14 @@
 //! - `env/ID`   the envelope (sender, recipients and their delivery state); replaced
 //!   atomically (write tmp → fsync → rename → fsync dir) on every state change.
 //! - `corrupt/` envelopes that could not be parsed, kept for the administrator.
+//! - `maildrop/` (1733) where any local user's `sendmail` leaves mail; see [`maildrop`].
 //!
 //! Invariants: a message is visible to delivery exactly when `env/ID` exists, and
 //! `env/ID` is only renamed into place after `msg/ID` is durable, so a crash at any
 //! moment leaves either a complete message or nothing visible. `250` is only sent after
 //! [`Incoming::commit`] returns, which is after every fsync (file and directory).
-//! Directories are 0700, files 0600.
+//! The spool itself is 0711 (others may only reach `maildrop/` by name); `tmp/`, `msg/`,
+//! `env/` and `corrupt/` are 0700, files 0600.
 //!
 //! Commit order (each step only after the previous one succeeded):
 //! 1. flush and fsync `tmp/ID.msg`;
@@ -33,6 +35,7 @@
 pub mod envelope;
 pub mod id;
 pub mod listing;
+pub mod maildrop;
 
 pub use envelope::{Envelope, Recipient, Status};
 pub use id::QueueId;
@@ -129,6 +132,8 @@ impl Spool {
                 Err(e) => return Err(e),
             }
         }
+        // Where local users drop mail (`sendmail` without privileges).
+        maildrop::prepare(root)?;
         Ok(Spool {
             root: root.to_path_buf(),
         })
@@ -683,7 +688,8 @@ mod tests {
     fn open_creates_private_directories() {
         let t = TempSpool::new("open");
         let root = t.spool.root();
-        assert_eq!(mode(root), 0o700);
+        // Traversable (not listable) so that local users reach maildrop/ by name.
+        assert_eq!(mode(root), 0o711);
         for sub in SUBDIRS {
             assert_eq!(mode(&root.join(sub)), 0o700, "{sub}");
         }

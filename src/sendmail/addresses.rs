@@ -19,9 +19,12 @@
 //! are errors. The addr-specs returned are only RFC 5322 syntax; RFC 5321 validity (length,
 //! `%`-hacks, domain grammar) is checked by `smtp::address::Mailbox` afterwards.
 //!
-//! Invariants: linear in the input (one tokenising pass, one parsing pass, no recursion
-//! whose depth depends on the input); nothing here panics on any input; a returned
-//! address contains no whitespace outside quoted strings and no control characters.
+//! Invariants: time linear in the input (tokens are lexed on demand, each at most twice:
+//! a display name is looked past, then read again as a local part when it was one);
+//! memory O(1) besides the addresses returned, and no recursion whose depth depends on
+//! the input (groups do not nest, comments are counted); nothing here panics on any
+//! input; a returned address contains no whitespace outside quoted strings and no
+//! control characters.
 
 use std::fmt;
 
@@ -113,17 +116,20 @@ pub fn parse_header(name: &str, value: &[u8]) -> Result<Vec<String>, HeaderError
 /// Parse an RFC 5322 address list (possibly empty) into its addr-specs, in order.
 /// Groups contribute their members; `undisclosed-recipients:;` contributes nothing.
 pub fn parse_address_list(value: &[u8]) -> Result<Vec<String>, ListError> {
-    let tokens = tokenize(value)?;
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser {
+        input: value,
+        pos: 0,
+        peeked: None,
+    };
     let mut out = Vec::new();
     loop {
         // RFC 5322 §4.4 obs-addr-list: empty elements between commas are allowed.
-        while p.eat(b',') {}
-        if p.peek().is_none() {
+        while p.eat(b',')? {}
+        if p.peek()?.is_none() {
             return Ok(out);
         }
         p.address(false, &mut out)?;
-        match p.peek() {
+        match p.peek()? {
             None => return Ok(out),
             Some(Token::Special(b',')) => {}
             Some(t) => return Err(p.after_address(t)),
@@ -159,38 +165,38 @@ fn is_ctl(b: u8) -> bool {
     (b < 0x20 && !is_wsp(b)) || b == 0x7f
 }
 
-/// Split `value` into tokens, dropping whitespace and comments. One pass, no recursion.
-fn tokenize(value: &[u8]) -> Result<Vec<Token<'_>>, ListError> {
-    let mut tokens = Vec::new();
-    let mut i = 0;
+/// The token starting at or after `value[i..]` (whitespace and comments skipped) and
+/// the index just past it, or `None` at the end. No recursion, no allocation.
+fn next_token(value: &[u8], mut i: usize) -> Result<Option<(Token<'_>, usize)>, ListError> {
     while let Some(&b) = value.get(i) {
-        match b {
-            _ if is_wsp(b) => i += 1,
-            b'(' => i = skip_comment(value, i)?,
+        let (token, end) = match b {
+            _ if is_wsp(b) => {
+                i += 1;
+                continue;
+            }
+            b'(' => {
+                i = skip_comment(value, i)?;
+                continue;
+            }
             b'"' => {
                 let end = quoted_string_end(value, i)?;
-                tokens.push(Token::Quoted(&value[i..end]));
-                i = end;
+                (Token::Quoted(&value[i..end]), end)
             }
             b'[' => {
                 let end = domain_literal_end(value, i)?;
-                tokens.push(Token::Literal(&value[i..end]));
-                i = end;
+                (Token::Literal(&value[i..end]), end)
             }
             _ if is_atext(b) => {
-                let len = value[i..].iter().take_while(|&&c| is_atext(c)).count();
-                tokens.push(Token::Atom(&value[i..i + len]));
-                i += len;
+                let end = i + value[i..].iter().take_while(|&&c| is_atext(c)).count();
+                (Token::Atom(&value[i..end]), end)
             }
             _ if is_ctl(b) => return Err(ListError::ControlCharacter),
             // The remaining specials: ) < > ] : ; @ \ , .
-            _ => {
-                tokens.push(Token::Special(b));
-                i += 1;
-            }
-        }
+            _ => (Token::Special(b), i + 1),
+        };
+        return Ok(Some((token, end)));
     }
-    Ok(tokens)
+    Ok(None)
 }
 
 /// `value[start]` is `(`: the index just past the matching `)`. RFC 5322 §3.2.2:
@@ -258,23 +264,44 @@ fn domain_literal_end(value: &[u8], start: usize) -> Result<usize, ListError> {
     Err(ListError::UnterminatedDomainLiteral)
 }
 
+/// A recursive-descent parser over tokens lexed on demand: memory is O(1) besides the
+/// output, whatever the input.
 struct Parser<'a> {
-    tokens: Vec<Token<'a>>,
+    input: &'a [u8],
+    /// Where the next token's lexing starts (whitespace and comments before it included).
     pos: usize,
+    /// The next token and the index just past it, once lexed.
+    peeked: Option<(Token<'a>, usize)>,
 }
 
 impl<'a> Parser<'a> {
-    fn peek(&self) -> Option<Token<'a>> {
-        self.tokens.get(self.pos).copied()
+    fn peek(&mut self) -> Result<Option<Token<'a>>, ListError> {
+        if self.peeked.is_none() {
+            self.peeked = next_token(self.input, self.pos)?;
+        }
+        Ok(self.peeked.map(|(t, _)| t))
     }
 
-    fn eat(&mut self, special: u8) -> bool {
-        if self.peek() == Some(Token::Special(special)) {
-            self.pos += 1;
-            true
-        } else {
-            false
+    /// Consume the peeked token.
+    fn bump(&mut self) {
+        if let Some((_, end)) = self.peeked.take() {
+            self.pos = end;
         }
+    }
+
+    fn eat(&mut self, special: u8) -> Result<bool, ListError> {
+        if self.peek()? == Some(Token::Special(special)) {
+            self.bump();
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Go back to a position from `self.pos` (before any token was peeked past it).
+    fn rewind(&mut self, pos: usize) {
+        self.pos = pos;
+        self.peeked = None;
     }
 
     /// The error for token `t` found right after a complete address, where only `,`
@@ -294,28 +321,28 @@ impl<'a> Parser<'a> {
         // kind of address this is: `name <addr>`, `name: members;` or a bare addr-spec.
         let start = self.pos;
         let mut words = 0usize;
-        while let Some(t) = self.peek() {
+        while let Some(t) = self.peek()? {
             match t {
                 Token::Atom(_) | Token::Quoted(_) => words += 1,
                 Token::Special(b'.') => {}
                 _ => break,
             }
-            self.pos += 1;
+            self.bump();
         }
-        match self.peek() {
+        match self.peek()? {
             Some(Token::Special(b'<')) => {
-                self.pos += 1;
+                self.bump();
                 out.push(self.angle_addr()?);
                 Ok(())
             }
             Some(Token::Special(b':')) if in_group => Err(ListError::NestedGroup),
             Some(Token::Special(b':')) if words == 0 => Err(ListError::ExpectedAddress),
             Some(Token::Special(b':')) => {
-                self.pos += 1;
+                self.bump();
                 self.group_members(out)
             }
             _ => {
-                self.pos = start;
+                self.rewind(start);
                 out.push(self.addr_spec()?);
                 Ok(())
             }
@@ -325,17 +352,17 @@ impl<'a> Parser<'a> {
     /// After `name:`: `[mailbox-list] ";"`, with the obsolete empty elements.
     fn group_members(&mut self, out: &mut Vec<String>) -> Result<(), ListError> {
         loop {
-            while self.eat(b',') {}
-            match self.peek() {
+            while self.eat(b',')? {}
+            match self.peek()? {
                 None => return Err(ListError::UnclosedGroup),
                 Some(Token::Special(b';')) => {
-                    self.pos += 1;
+                    self.bump();
                     return Ok(());
                 }
                 Some(_) => {}
             }
             self.address(true, out)?;
-            match self.peek() {
+            match self.peek()? {
                 None => return Err(ListError::UnclosedGroup),
                 Some(Token::Special(b',' | b';')) => {}
                 Some(t) => return Err(self.after_address(t)),
@@ -345,14 +372,14 @@ impl<'a> Parser<'a> {
 
     /// After `<`: `addr-spec ">"`.
     fn angle_addr(&mut self) -> Result<String, ListError> {
-        match self.peek() {
+        match self.peek()? {
             Some(Token::Special(b'>')) => return Err(ListError::EmptyAngleAddress),
             // RFC 5322 §4.4 obs-route: `<@a,@b:c@d>`.
             Some(Token::Special(b'@')) => return Err(ListError::SourceRoute),
             _ => {}
         }
         let addr = self.addr_spec()?;
-        if self.eat(b'>') {
+        if self.eat(b'>')? {
             Ok(addr)
         } else {
             Err(ListError::MissingAngleClose)
@@ -363,37 +390,37 @@ impl<'a> Parser<'a> {
     /// local part.
     fn addr_spec(&mut self) -> Result<String, ListError> {
         let mut addr = Vec::new();
-        match self.peek() {
+        match self.peek()? {
             Some(Token::Atom(w) | Token::Quoted(w)) => addr.extend_from_slice(w),
             _ => return Err(ListError::ExpectedAddress),
         }
-        self.pos += 1;
-        while self.eat(b'.') {
-            match self.peek() {
+        self.bump();
+        while self.eat(b'.')? {
+            match self.peek()? {
                 Some(Token::Atom(w) | Token::Quoted(w)) => {
                     addr.push(b'.');
                     addr.extend_from_slice(w);
-                    self.pos += 1;
+                    self.bump();
                 }
                 _ => return Err(ListError::BadLocalPart),
             }
         }
-        if self.eat(b'@') {
+        if self.eat(b'@')? {
             addr.push(b'@');
-            match self.peek() {
+            match self.peek()? {
                 Some(Token::Literal(l)) => {
                     addr.extend_from_slice(l);
-                    self.pos += 1;
+                    self.bump();
                 }
                 Some(Token::Atom(a)) => {
                     addr.extend_from_slice(a);
-                    self.pos += 1;
-                    while self.eat(b'.') {
-                        match self.peek() {
+                    self.bump();
+                    while self.eat(b'.')? {
+                        match self.peek()? {
                             Some(Token::Atom(a)) => {
                                 addr.push(b'.');
                                 addr.extend_from_slice(a);
-                                self.pos += 1;
+                                self.bump();
                             }
                             _ => return Err(ListError::BadDomain),
                         }

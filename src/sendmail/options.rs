@@ -475,8 +475,8 @@ mod tests {
         (&["-"], "error: '-' is not a recipient"),
         // Control characters are escaped, so the message stays on one line.
         (
-            &["a@b\nc\x07"],
-            "error: bad recipient 'a@b\\nc\\u{7}': control character",
+            &["a@b,\nc\x07"],
+            "error: bad recipient 'a@b,\\nc\\u{7}': control character",
         ),
         (
             &["-f", "a@b\r\nc"],

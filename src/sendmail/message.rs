@@ -2,9 +2,11 @@
 //!
 //! The input is bounded by `max_message_size` (the caller reads at most that many octets
 //! plus one), so it is taken whole, as a slice: the rules below need the complete header
-//! section before the first octet of output (recipients, missing fields), and a second
-//! pass over a few megabytes costs nothing next to an fsync. Output grows at most by the
-//! CR of each line plus the added fields, and is capped at `max_size` as it is built.
+//! section before the first octet of output (recipients, missing fields). [`prepare`]
+//! makes two passes over it, neither of which stores the lines: the first reads the
+//! header section, the second writes the result. Memory is the input, the output (capped
+//! at `max_size` as it is built, so a stream of empty lines cannot double it past the
+//! cap), the value of one recipient field and the recipients found.
 //!
 //! What [`prepare`] does, in order:
 //! 1. **Line ends.** Input lines may end in LF or CRLF; output lines all end in CRLF, and
@@ -63,7 +65,7 @@ pub struct PrepareOptions {
     pub read_recipients: bool,
     /// The envelope sender, qualified (`user@host`), `""` for the null sender.
     pub sender: String,
-    /// `-F NAME`, else the user's full name (the first GECOS field), for a added `From:`.
+    /// `-F NAME`, else the user's full name (the first GECOS field), for an added `From:`.
     pub from_header_name: Option<String>,
     /// This host's name, for `Message-ID:` and the null sender's `From:`.
     pub hostname: String,
@@ -126,54 +128,62 @@ impl fmt::Display for PrepareError {
 }
 
 /// Prepare `input` (the whole of stdin, at most `max_size + 1` octets) for the queue.
+///
+/// Two passes over the lines, neither of which stores them: the first reads the header
+/// section for what it has and who it is for, the second writes the result.
 pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<Prepared, PrepareError> {
     check_options(opts)?;
-    let lines = split_lines(input, opts.ignore_dots);
-    let section = scan_headers(&lines);
+    let facts = read_header_section(input, opts)?;
 
-    let mut header_recipients = Vec::new();
-    if opts.read_recipients {
-        collect_recipients(&lines, &section.fields, &mut header_recipients)?;
-    }
-
-    let has = |name: &[u8]| section.fields.iter().any(|f| f.is(name));
     let mut added = Vec::new();
-    if !has(b"from") {
+    if !facts.has_from {
         added.push(from_field(opts)?);
     }
-    if !has(b"date") {
+    if !facts.has_date {
         added.push(format!("Date: {}", crate::time::rfc5322(opts.now)));
     }
-    if !has(b"message-id") {
+    if !facts.has_message_id {
         added.push(format!(
             "Message-ID: <{}@{}>",
             opts.message_id_local, opts.hostname
         ));
     }
 
-    let mut out = Output {
-        data: Vec::new(),
-        max_size: opts.max_size,
-    };
-    for field in &section.fields {
-        if REMOVED.iter().any(|name| field.is(name)) {
-            continue;
-        }
-        for line in &lines[field.lines.clone()] {
-            out.line(line)?;
+    let mut out = Output::new(input.len(), opts.max_size);
+    let mut sections = Sections::default();
+    let mut removing = false;
+    let mut header_done = false;
+    for line in Lines::new(input, opts.ignore_dots) {
+        match sections.classify(line) {
+            Part::Field(name) => {
+                removing = REMOVED.iter().any(|r| name.eq_ignore_ascii_case(r));
+                if !removing {
+                    out.line(line)?;
+                }
+            }
+            Part::Continuation if removing => {}
+            Part::Continuation => out.line(line)?,
+            Part::Separator => {
+                out.end_header_section(&added)?;
+                header_done = true;
+            }
+            Part::Body => {
+                if !header_done {
+                    // The section ended without a separator: ours goes in first.
+                    out.end_header_section(&added)?;
+                    header_done = true;
+                }
+                out.line(line)?;
+            }
         }
     }
-    for field in &added {
-        out.line(field.as_bytes())?;
-    }
-    out.line(b"")?;
-    for line in &lines[section.body_start..] {
-        out.line(line)?;
+    if !header_done {
+        out.end_header_section(&added)?;
     }
     let eight_bit = out.data.iter().any(|&b| b >= 0x80);
     Ok(Prepared {
         data: out.data,
-        header_recipients,
+        header_recipients: facts.recipients,
         eight_bit,
     })
 }
@@ -193,6 +203,17 @@ struct Output {
 }
 
 impl Output {
+    fn new(input_len: usize, max_size: u64) -> Output {
+        // Room for the input, its CRs on typical line lengths and the added fields,
+        // never more than the cap.
+        let guess = (input_len as u64).saturating_add(input_len as u64 / 32 + 512);
+        let capacity = usize::try_from(guess.min(max_size)).unwrap_or(0);
+        Output {
+            data: Vec::with_capacity(capacity),
+            max_size,
+        }
+    }
+
     /// Append `line` and CRLF, unless that passes the cap.
     fn line(&mut self, line: &[u8]) -> Result<(), PrepareError> {
         let len = self.data.len() as u64 + line.len() as u64 + 2;
@@ -204,6 +225,14 @@ impl Output {
         self.data.extend_from_slice(line);
         self.data.extend_from_slice(b"\r\n");
         Ok(())
+    }
+
+    /// The added fields and the empty line before the body.
+    fn end_header_section(&mut self, added: &[String]) -> Result<(), PrepareError> {
+        for field in added {
+            self.line(field.as_bytes())?;
+        }
+        self.line(b"")
     }
 }
 
@@ -224,30 +253,67 @@ fn check_options(opts: &PrepareOptions) -> Result<(), PrepareError> {
     Ok(())
 }
 
-/// The input as lines without their line ends (see the module doc, steps 1–3).
-fn split_lines(input: &[u8], ignore_dots: bool) -> Vec<&[u8]> {
-    let mut lines = Vec::new();
-    let mut pieces = input.split(|&b| b == b'\n').peekable();
-    let mut at_start = true;
-    while let Some(raw) = pieces.next() {
-        // `split` yields an empty last piece after a final LF: not a line.
-        if raw.is_empty() && pieces.peek().is_none() {
-            break;
+/// The input as lines without their line ends (module doc, steps 1–3), one at a time:
+/// each line is a slice of the input, nothing is copied or kept.
+struct Lines<'a> {
+    /// The input not yet split.
+    rest: &'a [u8],
+    /// What is left of the current line after a bare CR.
+    pending: Option<&'a [u8]>,
+    ignore_dots: bool,
+    /// No line has been yielded yet (mbox `From ` lines are dropped only here).
+    at_start: bool,
+}
+
+impl<'a> Lines<'a> {
+    fn new(input: &'a [u8], ignore_dots: bool) -> Lines<'a> {
+        Lines {
+            rest: input,
+            pending: None,
+            ignore_dots,
+            at_start: true,
         }
-        // CR* before the LF (or at the very end) is part of the line end.
-        let end = raw.len() - raw.iter().rev().take_while(|&&b| b == b'\r').count();
-        let line = &raw[..end];
-        if !ignore_dots && line == b"." {
-            break;
-        }
-        if at_start && is_envelope_from(line) && field_name(line).is_none() {
-            continue;
-        }
-        at_start = false;
-        // A bare CR inside the line is a line end of its own.
-        lines.extend(line.split(|&b| b == b'\r'));
     }
-    lines
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            if let Some(line) = self.pending.take() {
+                // A bare CR inside the line is a line end of its own.
+                return Some(match line.iter().position(|&b| b == b'\r') {
+                    Some(cr) => {
+                        self.pending = line.get(cr + 1..);
+                        &line[..cr]
+                    }
+                    None => line,
+                });
+            }
+            if self.rest.is_empty() {
+                return None;
+            }
+            let (raw, rest) = match self.rest.iter().position(|&b| b == b'\n') {
+                Some(lf) => self.rest.split_at(lf + 1),
+                None => (self.rest, &self.rest[self.rest.len()..]),
+            };
+            self.rest = rest;
+            let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+            // CR* before the LF (or at the very end) is part of the line end.
+            let end = raw.len() - raw.iter().rev().take_while(|&&b| b == b'\r').count();
+            let line = &raw[..end];
+            if !self.ignore_dots && line == b"." {
+                self.rest = &[];
+                return None;
+            }
+            if self.at_start && is_envelope_from(line) && field_name(line).is_none() {
+                continue;
+            }
+            self.at_start = false;
+            self.pending = Some(line);
+        }
+    }
 }
 
 /// An mbox envelope line `From sender date`, possibly `>`-quoted.
@@ -256,60 +322,48 @@ fn is_envelope_from(line: &[u8]) -> bool {
     unquoted.starts_with(b"From ")
 }
 
-/// One header field: its name and the lines it spans (first line and continuations).
-struct Field<'a> {
-    name: &'a [u8],
-    lines: std::ops::Range<usize>,
+/// Where a line stands in the message (module doc, step 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part<'a> {
+    /// The first line of a header field, with the field's name.
+    Field(&'a [u8]),
+    /// A continuation line of the field before it.
+    Continuation,
+    /// The empty line that ends the header section.
+    Separator,
+    /// A body line; the first one may have ended the header section by not being a field.
+    Body,
 }
 
-impl Field<'_> {
-    /// Case-insensitive name match; `lower` is lower case.
-    fn is(&self, lower: &[u8]) -> bool {
-        self.name.eq_ignore_ascii_case(lower)
-    }
+/// Classifies the lines of a message in order.
+#[derive(Default)]
+struct Sections {
+    in_body: bool,
+    seen_field: bool,
 }
 
-struct HeaderSection<'a> {
-    fields: Vec<Field<'a>>,
-    /// Index of the first body line (past the empty separator line if there was one).
-    body_start: usize,
-}
-
-/// Find the fields and where the body starts (module doc, step 4).
-fn scan_headers<'a>(lines: &[&'a [u8]]) -> HeaderSection<'a> {
-    let mut fields: Vec<Field<'a>> = Vec::new();
-    for (i, &line) in lines.iter().enumerate() {
-        if line.is_empty() {
-            return HeaderSection {
-                fields,
-                body_start: i + 1,
-            };
+impl Sections {
+    fn classify<'a>(&mut self, line: &'a [u8]) -> Part<'a> {
+        if self.in_body {
+            return Part::Body;
         }
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        match fields.last_mut() {
-            Some(field) if continuation => {
-                field.lines.end = i + 1;
-                continue;
-            }
-            _ => {}
+        if line.is_empty() {
+            self.in_body = true;
+            return Part::Separator;
+        }
+        if self.seen_field && matches!(line.first(), Some(b' ' | b'\t')) {
+            return Part::Continuation;
         }
         match field_name(line) {
-            Some(name) => fields.push(Field {
-                name,
-                lines: i..i + 1,
-            }),
-            // Not a field: the body starts here, without a separator line.
+            Some(name) => {
+                self.seen_field = true;
+                Part::Field(name)
+            }
             None => {
-                return HeaderSection {
-                    fields,
-                    body_start: i,
-                }
+                self.in_body = true;
+                Part::Body
             }
         }
-    }
-    HeaderSection {
-        fields,
-        body_start: lines.len(),
     }
 }
 
@@ -335,45 +389,83 @@ fn field_name(line: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The unfolded value of a field (RFC 5322 §2.2.3: the line ends go, the WSP stays).
-fn unfolded_value(lines: &[&[u8]], field: &Field<'_>) -> Vec<u8> {
-    let mut value = Vec::new();
-    for (n, line) in lines[field.lines.clone()].iter().enumerate() {
-        if n == 0 {
-            // `field_name` found a colon after the name.
-            let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
-            value.extend_from_slice(line.get(colon + 1..).unwrap_or_default());
-        } else {
-            value.extend_from_slice(line);
-        }
-    }
-    value
+/// What the first pass learns from the header section.
+struct HeaderFacts {
+    has_from: bool,
+    has_date: bool,
+    has_message_id: bool,
+    /// With `read_recipients`: the addresses of the recipient fields used (step 6).
+    recipients: Vec<String>,
 }
 
-/// Module doc, step 6.
-fn collect_recipients(
-    lines: &[&[u8]],
-    fields: &[Field<'_>],
-    out: &mut Vec<String>,
-) -> Result<(), PrepareError> {
-    let resent = fields
-        .iter()
-        .any(|f| RESENT_RECIPIENT_FIELDS.iter().any(|n| f.is(n)));
-    let wanted = if resent {
-        RESENT_RECIPIENT_FIELDS
-    } else {
-        RECIPIENT_FIELDS
+/// The addresses of one set of recipient fields, or the first field that did not parse.
+type FieldSet = Result<Vec<String>, HeaderError>;
+
+/// The first pass (module doc, steps 6 and 7): which fields exist, and with `-t` the
+/// recipients. Only the value of the recipient field being read is held.
+fn read_header_section(input: &[u8], opts: &PrepareOptions) -> Result<HeaderFacts, PrepareError> {
+    let mut facts = HeaderFacts {
+        has_from: false,
+        has_date: false,
+        has_message_id: false,
+        recipients: Vec::new(),
     };
-    for field in fields {
-        if !wanted.iter().any(|n| field.is(n)) {
-            continue;
+    let mut plain: FieldSet = Ok(Vec::new());
+    let mut resent: FieldSet = Ok(Vec::new());
+    let mut resent_seen = false;
+    // The recipient field being read: its name, whether it is a Resent- one, and its
+    // unfolded value so far (RFC 5322 §2.2.3: the line ends go, the WSP stays).
+    let mut current: Option<(&[u8], bool, Vec<u8>)> = None;
+    let mut sections = Sections::default();
+    for line in Lines::new(input, opts.ignore_dots) {
+        match sections.classify(line) {
+            Part::Field(name) => {
+                finish_field(current.take(), &mut plain, &mut resent);
+                let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+                facts.has_from |= is(b"from");
+                facts.has_date |= is(b"date");
+                facts.has_message_id |= is(b"message-id");
+                let is_resent = RESENT_RECIPIENT_FIELDS.iter().any(|n| is(n));
+                resent_seen |= is_resent;
+                let wanted = is_resent || RECIPIENT_FIELDS.iter().any(|n| is(n));
+                if opts.read_recipients && wanted {
+                    // `field_name` found the colon after the name.
+                    let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+                    let value = line.get(colon + 1..).unwrap_or_default().to_vec();
+                    current = Some((name, is_resent, value));
+                }
+            }
+            Part::Continuation => {
+                if let Some((_, _, value)) = &mut current {
+                    value.extend_from_slice(line);
+                }
+            }
+            Part::Separator | Part::Body => break,
         }
-        let name = String::from_utf8_lossy(field.name);
-        let list = addresses::parse_header(&name, &unfolded_value(lines, field))
-            .map_err(PrepareError::BadHeader)?;
-        out.extend(list);
     }
-    Ok(())
+    finish_field(current.take(), &mut plain, &mut resent);
+    // RFC 5322 §3.6.6 / sendmail -t: a resent message goes to the Resent- recipients.
+    let chosen = if resent_seen { resent } else { plain };
+    facts.recipients = chosen.map_err(PrepareError::BadHeader)?;
+    Ok(facts)
+}
+
+/// Parse a complete recipient field into its set, unless the set already failed.
+fn finish_field(
+    field: Option<(&[u8], bool, Vec<u8>)>,
+    plain: &mut FieldSet,
+    resent: &mut FieldSet,
+) {
+    let Some((name, is_resent, value)) = field else {
+        return;
+    };
+    let set = if is_resent { resent } else { plain };
+    if let Ok(list) = set {
+        match addresses::parse_header(&String::from_utf8_lossy(name), &value) {
+            Ok(more) => list.extend(more),
+            Err(e) => *set = Err(e),
+        }
+    }
 }
 
 /// The `From:` field for a message without one (module doc, step 7).

@@ -16,8 +16,8 @@
 //! lone `.` ordinary text, `-f`/`-r` set the envelope sender (`''` and `'<>'` are the
 //! null sender), `-F` the full name of a generated `From:`. Accepted and ignored, as
 //! Postfix and dma do: every other `-o…`, `-A…`, `-B type`, `-C file` (sendmail's config
-//! file; postling's is `postling send -c FILE`, which the caller peels off before this
-//! parser sees the arguments, or `$POSTLING_CONFIG`), `-e…`, `-G`, `-h N`, `-L label`,
+//! file; postling's is `postling send -c FILE`, split off first by
+//! [`split_postling_config`], or `$POSTLING_CONFIG`), `-e…`, `-G`, `-h N`, `-L label`,
 //! `-m`, `-n`, `-N dsn`, `-O opt=val`, `-p proto`, `-R ret`, `-U`, `-V envid`, `-X file`.
 //! Anything else is a [`UsageError`]: a one-line message for exit code 64.
 //!
@@ -112,6 +112,24 @@ const OPTIONS: &[(char, Takes)] = &[
     ('t', Takes::Nothing),       // recipients from headers
     ('v', Takes::Nothing),       // verbose
 ];
+
+/// For `postling send [-c FILE] [sendmail options] [RECIPIENT...]`: postling's own
+/// `-c FILE` (or `-cFILE`), recognised only as the first argument, split from the
+/// sendmail arguments that follow. Under the name `sendmail` there is no `-c`: the
+/// configuration comes from `$POSTLING_CONFIG` or the default path.
+pub fn split_postling_config(args: &[String]) -> Result<(Option<String>, &[String]), UsageError> {
+    let Some(first) = args.first() else {
+        return Ok((None, args));
+    };
+    match first.strip_prefix("-c") {
+        Some("") => match args.get(1) {
+            Some(file) => Ok((Some(file.clone()), &args[2..])),
+            None => Err(UsageError("option -c requires an argument".to_string())),
+        },
+        Some(file) => Ok((Some(file.to_string()), &args[1..])),
+        None => Ok((None, args)),
+    }
+}
 
 /// Parse sendmail's arguments (without the program name).
 pub fn parse(args: &[String]) -> Result<Invocation, UsageError> {
@@ -483,6 +501,42 @@ mod tests {
             "error: bad -f sender 'a@b\\r\\nc': missing comma between addresses",
         ),
     ];
+
+    #[test]
+    fn postling_config_option_is_split_off_first() {
+        /// (arguments, Ok((config, the rest)) or the error)
+        type ConfigCase = (
+            &'static [&'static str],
+            Result<(Option<&'static str>, &'static [&'static str]), &'static str>,
+        );
+        const CASES: &[ConfigCase] = &[
+            (&[], Ok((None, &[]))),
+            (&["-t", "-i"], Ok((None, &["-t", "-i"]))),
+            (
+                &["-c", "/etc/p.conf", "-t", "a@b"],
+                Ok((Some("/etc/p.conf"), &["-t", "a@b"])),
+            ),
+            (
+                &["-c/etc/p.conf", "-bs"],
+                Ok((Some("/etc/p.conf"), &["-bs"])),
+            ),
+            (&["-c", "f"], Ok((Some("f"), &[]))),
+            (&["-c"], Err("option -c requires an argument")),
+            // Only first: later it is sendmail's (unknown) -c, refused by `parse`.
+            (&["-t", "-c", "f"], Ok((None, &["-t", "-c", "f"]))),
+        ];
+        for (args, want) in CASES {
+            let argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            let got = split_postling_config(&argv).map(|(c, rest)| (c, rest.to_vec()));
+            let want = want
+                .map(|(c, rest)| {
+                    let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+                    (c.map(str::to_string), rest)
+                })
+                .map_err(|e| UsageError(e.to_string()));
+            assert_eq!(got, want, "args {args:?}");
+        }
+    }
 
     #[test]
     fn invocation_table() {

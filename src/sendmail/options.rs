@@ -5,7 +5,7 @@
 //!   (`-f ADDR`); `-q` takes only an attached value (`-q`, `-q30m`, `-qRsite`);
 //! - option parsing stops at `--` or at the first argument that is not an option (getopt
 //!   with `+`, as sendmail and Postfix): `sendmail a@b -t` has two recipients, `a@b`
-//!   and `-t`, and the caller's address check refuses the second;
+//!   and the bare name `-t`, as it has in Postfix (`-` alone is refused: it is nobody);
 //! - each remaining argument is an RFC 5322 address list (Postfix does the same), so
 //!   `sendmail 'a@b, Name <c@d>'` is two recipients.
 //!
@@ -154,7 +154,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, UsageError> {
             break;
         };
         if cluster.starts_with('-') {
-            return Err(UsageError(format!("unknown option {arg}")));
+            return Err(UsageError(format!("unknown option {}", printable(arg))));
         }
         for (at, letter) in cluster.char_indices() {
             let rest = &cluster[at + letter.len_utf8()..];
@@ -217,7 +217,10 @@ fn unknown(letter: char) -> UsageError {
                 .to_string(),
         );
     }
-    UsageError(format!("unknown option -{letter}"))
+    UsageError(format!(
+        "unknown option -{}",
+        printable(&letter.to_string())
+    ))
 }
 
 fn flag(inv: &mut Invocation, letter: char) {
@@ -253,7 +256,10 @@ fn mode(value: &str) -> Result<Mode, UsageError> {
         "d" => Err(UsageError(
             "-bd is not supported (run 'postling serve')".to_string(),
         )),
-        _ => Err(UsageError(format!("unsupported mode -b{value}"))),
+        _ => Err(UsageError(format!(
+            "unsupported mode -b{}",
+            printable(value)
+        ))),
     }
 }
 
@@ -452,6 +458,9 @@ mod tests {
         (&["-x"], "error: unknown option -x"),
         (&["-tx"], "error: unknown option -x"),
         (&["-ö"], "error: unknown option -ö"),
+        (&["-\n"], "error: unknown option -\\n"),
+        (&["--x\ny"], "error: unknown option --x\\ny"),
+        (&["-b\r"], "error: unsupported mode -b\\r"),
         (&["--help"], "error: unknown option --help"),
         (
             &["-c", "/etc/postling.conf"],

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod dns;
 pub mod exit;
 pub mod local;
+pub mod sendmail;
 pub mod server;
 pub mod smtp;
 pub mod spool;

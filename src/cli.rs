@@ -42,11 +42,21 @@ pub fn main() -> i32 {
         .unwrap_or_default();
     let rest = args.get(1..).unwrap_or(&[]);
     match argv0.as_str() {
-        "sendmail" => not_yet("sendmail"),
+        "sendmail" => crate::submit::main(rest),
         "mailq" => queue(rest),
         "newaliases" => newaliases(rest),
         _ => postling(rest),
     }
+}
+
+/// Run a `postling` subcommand line (also what `sendmail -bp`/`-q` map to).
+pub fn run(args: &[String]) -> i32 {
+    postling(args)
+}
+
+/// `newaliases [-c FILE]`.
+pub fn run_newaliases(args: &[String]) -> i32 {
+    newaliases(args)
 }
 
 fn postling(args: &[String]) -> i32 {
@@ -60,7 +70,7 @@ fn postling(args: &[String]) -> i32 {
         "check" => check(rest),
         "queue" => queue(rest),
         "flush" => flush(rest),
-        "send" => not_yet("send"),
+        "send" => crate::submit::main(rest),
         "resolve" => crate::dns::report::main(rest),
         "passwd" => crate::auth::passwd::main(rest),
         "-h" | "--help" | "help" => {
@@ -76,11 +86,6 @@ fn postling(args: &[String]) -> i32 {
             exit::USAGE
         }
     }
-}
-
-fn not_yet(what: &str) -> i32 {
-    eprintln!("postling: {what}: not implemented yet");
-    exit::UNAVAILABLE
 }
 
 /// Logging to stderr through env_logger, one line per event in the Postfix manner:

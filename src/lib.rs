@@ -15,4 +15,5 @@ pub mod sendmail;
 pub mod server;
 pub mod smtp;
 pub mod spool;
+pub mod submit;
 pub mod time;

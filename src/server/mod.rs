@@ -44,7 +44,7 @@ use crate::smtp::session::{Peer, Session};
 use crate::spool::{Incoming, Spool};
 use runner::PassRunner;
 use signals::SignalPipe;
-use store::SpoolBackend;
+pub use store::SpoolBackend;
 use transport::Transport;
 
 /// Unprocessed input kept per connection when the session pauses (its replies are not

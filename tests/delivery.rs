@@ -104,7 +104,12 @@ fn mx_hosts_are_tried_in_preference_order_past_a_refusing_one() {
     // Nothing listens on 127.0.0.2 (preference 10): connection refused.
     let sink = Sink::start("127.0.0.3", port, &[]);
     let d = daemon(&mx_config(&dns, port), ALIASES, FAST_TIMEOUTS);
-    submit(&d, "alice@mx.test", &["user@order.test"], &message("ordered"));
+    submit(
+        &d,
+        "alice@mx.test",
+        &["user@order.test"],
+        &message("ordered"),
+    );
     assert!(
         sink.wait_for(1, Duration::from_secs(10)),
         "nothing arrived at 127.0.0.3; log:\n{}",
@@ -116,8 +121,9 @@ fn mx_hosts_are_tried_in_preference_order_past_a_refusing_one() {
     let tried = format!("mx1.order.test[127.0.0.2]:{port}");
     let sent = format!("relay=mx2.order.test[127.0.0.3]:{port}");
     assert!(
-        log.lines()
-            .any(|l| l.contains("to=<user@order.test>") && l.contains(&sent) && l.contains("status=sent")),
+        log.lines().any(|l| l.contains("to=<user@order.test>")
+            && l.contains(&sent)
+            && l.contains("status=sent")),
         "no 'to=<user@order.test>, {sent}, … status=sent' line:\n{log}"
     );
     // Preference 10 was tried first (the debug log of the pass says so).
@@ -135,7 +141,12 @@ fn a_domain_without_mx_is_delivered_to_its_own_address() {
     let dns = Dns::start(ZONE);
     let sink = Sink::start("127.0.0.2", port, &[]);
     let d = daemon(&mx_config(&dns, port), ALIASES, FAST_TIMEOUTS);
-    submit(&d, "alice@mx.test", &["user@plain.test"], &message("implicit"));
+    submit(
+        &d,
+        "alice@mx.test",
+        &["user@plain.test"],
+        &message("implicit"),
+    );
     assert!(
         sink.wait_for(1, Duration::from_secs(10)),
         "nothing arrived; log:\n{}",
@@ -144,7 +155,8 @@ fn a_domain_without_mx_is_delivered_to_its_own_address() {
     assert_eq!(sink.messages()[0].rcpts(), ["user@plain.test"]);
     settle(&d, Duration::from_secs(10), |q| q.is_empty());
     assert!(
-        d.log().contains(&format!("relay=plain.test[127.0.0.2]:{port}")),
+        d.log()
+            .contains(&format!("relay=plain.test[127.0.0.2]:{port}")),
         "{}",
         d.log()
     );
@@ -155,7 +167,12 @@ fn an_nxdomain_recipient_domain_bounces_to_the_local_sender() {
     let port = sink_port();
     let dns = Dns::start(ZONE);
     let d = daemon(&mx_config(&dns, port), ALIASES, FAST_TIMEOUTS);
-    submit(&d, "alice@mx.test", &["someone@nope.test"], &message("nxdomain"));
+    submit(
+        &d,
+        "alice@mx.test",
+        &["someone@nope.test"],
+        &message("nxdomain"),
+    );
     let files = flush_until_maildir(&d, "alice", 1);
     assert_eq!(files.len(), 1);
     check_dsn(
@@ -177,7 +194,12 @@ fn a_null_mx_bounces_at_once_with_5_1_10() {
     let port = sink_port();
     let dns = Dns::start(ZONE);
     let d = daemon(&mx_config(&dns, port), ALIASES, FAST_TIMEOUTS);
-    submit(&d, "alice@mx.test", &["someone@null.test"], &message("nullmx"));
+    submit(
+        &d,
+        "alice@mx.test",
+        &["someone@null.test"],
+        &message("nullmx"),
+    );
     let files = flush_until_maildir(&d, "alice", 1);
     assert_eq!(files.len(), 1);
     check_dsn(
@@ -217,7 +239,12 @@ fn a_450_defers_and_the_next_flush_delivers() {
         &["--defer-while", gate.to_str().expect("path")],
     );
     let d = daemon(&mx_config(&dns, port), ALIASES, FAST_TIMEOUTS);
-    submit(&d, "alice@mx.test", &["later@remote.test"], &message("later"));
+    submit(
+        &d,
+        "alice@mx.test",
+        &["later@remote.test"],
+        &message("later"),
+    );
     // serve's own pass makes the first attempt.
     settle(&d, Duration::from_secs(10), |q| {
         q.len() == 1 && q[0]["recipients"][0]["attempts"].u64() == Some(1)
@@ -239,7 +266,10 @@ fn a_450_defers_and_the_next_flush_delivers() {
     assert_eq!(sink.count(), 1, "log:\n{}", d.log());
     assert_eq!(sink.messages()[0].rcpts(), ["later@remote.test"]);
     assert!(d.queue().is_empty(), "{:?}", d.queue());
-    assert!(maildir_files(&d, "alice").is_empty(), "no bounce, no warning");
+    assert!(
+        maildir_files(&d, "alice").is_empty(),
+        "no bounce, no warning"
+    );
 }
 
 #[test]
@@ -302,7 +332,12 @@ fn an_expired_message_bounces_quoting_the_last_reply() {
     let _sink = Sink::start("127.0.0.2", port, &[]);
     let extra = format!("{}max_queue_time = 1s\n", mx_config(&dns, port));
     let d = daemon(&extra, ALIASES, FAST_TIMEOUTS);
-    submit(&d, "alice@mx.test", &["temp@remote.test"], &message("expiring"));
+    submit(
+        &d,
+        "alice@mx.test",
+        &["temp@remote.test"],
+        &message("expiring"),
+    );
     // The first attempt (serve's pass) gets the 450.
     settle(&d, Duration::from_secs(10), |q| {
         q.iter().all(|m| {
@@ -526,13 +561,22 @@ fn mail_accepted_while_a_pass_hangs_is_not_held_up() {
     let sink = Sink::start("127.0.0.2", port, &[]);
     let _silent = TcpListener::bind(("127.0.0.4", port)).expect("bind 127.0.0.4");
     let d = daemon(&mx_config(&dns, port), ALIASES, ENV);
-    submit(&d, "alice@mx.test", &["someone@slow.test"], &message("stuck"));
+    submit(
+        &d,
+        "alice@mx.test",
+        &["someone@slow.test"],
+        &message("stuck"),
+    );
     // serve's pass is now waiting for mx.slow.test's greeting.
-    assert!(eventually(Duration::from_secs(5), || !children_of(d.pid())
-        .is_empty()));
+    assert!(eventually(Duration::from_secs(5), || !children_of(d.pid()).is_empty()));
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
-    submit(&d, "alice@mx.test", &["fast@remote.test"], &message("fresh"));
+    submit(
+        &d,
+        "alice@mx.test",
+        &["fast@remote.test"],
+        &message("fresh"),
+    );
     assert!(
         sink.wait_for(1, Duration::from_secs(15)),
         "log:\n{}",
@@ -550,7 +594,6 @@ fn two_concurrent_flushes_deliver_each_message_once() {
     const N: usize = 12;
     let port = sink_port();
     let dns = Dns::start(ZONE);
-    // Two domains (both on the sink) so that both passes have parallel work.
     let (gate, _g, d, sink) = gated_queue(&[], N, "remote.test", port, &dns, FAST_TIMEOUTS);
     fs::remove_file(&gate).expect("open the gate");
     let mut a = flush_command(&d, FAST_TIMEOUTS)
@@ -664,7 +707,12 @@ fn an_alias_to_local_and_remote_targets_delivers_to_both() {
     let sink = Sink::start("127.0.0.2", port, &[]);
     let aliases = format!("{ALIASES}team: alice, friend@remote.test\n");
     let d = daemon(&mx_config(&dns, port), &aliases, FAST_TIMEOUTS);
-    submit(&d, "carol@elsewhere.example", &["team@mx.test"], &message("team news"));
+    submit(
+        &d,
+        "carol@elsewhere.example",
+        &["team@mx.test"],
+        &message("team news"),
+    );
     assert!(
         sink.wait_for(1, Duration::from_secs(10)),
         "log:\n{}",
@@ -735,7 +783,8 @@ fn eight_bit_and_dot_lines_arrive_intact_with_body_8bitmime() {
 #[test]
 fn local_delivery_writes_return_path_and_delivered_to() {
     let d = common::Daemon::start("");
-    let data = b"From: carol@elsewhere.example\r\nTo: alice@mx.test\r\nSubject: local\r\n\r\nhi\r\n";
+    let data =
+        b"From: carol@elsewhere.example\r\nTo: alice@mx.test\r\nSubject: local\r\n\r\nhi\r\n";
     submit(&d, "carol@elsewhere.example", &["Alice@mx.test"], data);
     assert!(
         eventually(Duration::from_secs(10), || d.maildir("alice").len() == 1),
@@ -750,7 +799,10 @@ fn local_delivery_writes_return_path_and_delivered_to() {
         Some("Return-Path: <carol@elsewhere.example>"),
         "{text}"
     );
-    assert_eq!(header(&text, "Delivered-To").as_deref(), Some("Alice@mx.test"));
+    assert_eq!(
+        header(&text, "Delivered-To").as_deref(),
+        Some("Alice@mx.test")
+    );
     assert!(text.contains("Subject: local"), "{text}");
     assert!(text.contains("Received: "), "{text}");
     // tmp/ is empty: the file was renamed into new/.

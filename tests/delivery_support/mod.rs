@@ -127,7 +127,9 @@ impl Sink {
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            panic!("sink did not start on {host}:{port} (pip install aiosmtpd; make test does): {err}");
+            panic!(
+                "sink did not start on {host}:{port} (pip install aiosmtpd; make test does): {err}"
+            );
         }
         Sink {
             child,
@@ -305,7 +307,13 @@ impl Pki {
     pub fn new(san: &str) -> Pki {
         let dir = TempDir::new("pki");
         let d = dir.path();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
         let mut ca = vec!["req", "-x509"];
         ca.extend(ec);
         ca.extend([
@@ -778,8 +786,7 @@ fn value(b: &[u8], i: &mut usize) -> Result<Json, String> {
         }
         Some(_) => {
             let start = *i;
-            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-            {
+            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
                 *i += 1;
             }
             std::str::from_utf8(&b[start..*i])

@@ -887,3 +887,133 @@ fn local_delivery_writes_return_path_and_delivered_to() {
     assert_eq!(tmp, 0);
     assert!(eventually(Duration::from_secs(10), || d.queue().is_empty()));
 }
+
+// ---------------------------------------------------------------------------------------
+// Measurements (not assertions): run with
+//   cargo build --release && POSTLING_BENCH_BIN=$CARGO_TARGET_DIR/release/postling \
+//     cargo test --test delivery measure_ -- --ignored --nocapture --test-threads=1
+// Without POSTLING_BENCH_BIN they measure the debug build.
+
+/// Whether the tests run as root (uid 0), from /proc (no libc call needed).
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn bench_bin() -> std::path::PathBuf {
+    std::env::var_os("POSTLING_BENCH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| common::BIN.into())
+}
+
+/// Postfix's smtp-source / smtp-sink: installed, or unpacked from the Debian package
+/// under /tmp/pf/root (`apt-get download postfix; dpkg-deb -x postfix_*.deb /tmp/pf/root`).
+fn postfix_tool(name: &str) -> std::process::Command {
+    let system = std::path::Path::new("/usr/sbin").join(name);
+    if system.exists() {
+        return std::process::Command::new(system);
+    }
+    let mut c = std::process::Command::new(format!("/tmp/pf/root/usr/sbin/{name}"));
+    c.env("LD_LIBRARY_PATH", "/tmp/pf/root/usr/lib/postfix");
+    c
+}
+
+#[test]
+#[ignore = "measurement: end-to-end throughput with smtp-source and smtp-sink"]
+fn measure_throughput_smtp_source_to_smtp_sink() {
+    const MESSAGES: usize = 2000;
+    let port = sink_port();
+    let dns = Dns::start(ZONE);
+    let mut sink = postfix_tool("smtp-sink");
+    // As root it insists on a user to switch to.
+    if running_as_root() {
+        sink.args(["-u", "nobody"]);
+    }
+    let mut sink = sink
+        .args([&format!("127.0.0.2:{port}"), "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("smtp-sink (apt-get install postfix, or see postfix_tool)");
+    assert!(eventually(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.2", port)).is_ok()
+    }));
+    let bin = bench_bin();
+    let d = daemon_bin(
+        &bin,
+        &mx_config(&dns, port),
+        ALIASES,
+        &[("RUST_LOG", "info")],
+    );
+    settle(&d, Duration::from_secs(10), |q| q.is_empty());
+    let t0 = Instant::now();
+    let out = postfix_tool("smtp-source")
+        .args(["-s", "20", "-m", &MESSAGES.to_string(), "-l", "4096"])
+        .args(["-f", "alice@mx.test", "-t", "user@remote.test"])
+        .arg(format!("127.0.0.1:{}", d.port))
+        .output()
+        .expect("smtp-source");
+    let accepted = t0.elapsed();
+    assert!(
+        out.status.success(),
+        "smtp-source: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = || {
+        d.log()
+            .lines()
+            .filter(|l| l.contains("to=<user@remote.test>") && l.contains("status=sent"))
+            .count()
+    };
+    let all = eventually(Duration::from_secs(600), || sent() >= MESSAGES);
+    let done = t0.elapsed();
+    let _ = sink.kill();
+    let _ = sink.wait();
+    assert!(all, "only {} of {MESSAGES} sent", sent());
+    eprintln!(
+        "throughput ({}): {MESSAGES} x 4096 B, 20 sessions: accepted in {:.2} s ({:.0} msg/s), \
+         all at smtp-sink after {:.2} s ({:.0} msg/s end to end); passes: {}",
+        bin.display(),
+        accepted.as_secs_f64(),
+        MESSAGES as f64 / accepted.as_secs_f64(),
+        done.as_secs_f64(),
+        MESSAGES as f64 / done.as_secs_f64(),
+        d.log().lines().filter(|l| l.contains(": pass: ")).count(),
+    );
+}
+
+#[test]
+#[ignore = "measurement: postling flush on an empty queue"]
+fn measure_flush_on_an_empty_queue() {
+    const RUNS: u32 = 100;
+    let bin = bench_bin();
+    let d = daemon_bin(&bin, "", ALIASES, &[("RUST_LOG", "info")]);
+    settle(&d, Duration::from_secs(10), |q| q.is_empty());
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let st = std::process::Command::new(&bin)
+            .args(["flush", "-c"])
+            .arg(&d.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("flush");
+        times.push(t.elapsed());
+        assert!(st.success());
+    }
+    times.sort();
+    let total: Duration = times.iter().sum();
+    eprintln!(
+        "flush on an empty queue ({}), {RUNS} runs: mean {:.2} ms, median {:.2} ms, max {:.2} ms",
+        bin.display(),
+        total.as_secs_f64() * 1000.0 / f64::from(RUNS),
+        times[times.len() / 2].as_secs_f64() * 1000.0,
+        times[times.len() - 1].as_secs_f64() * 1000.0,
+    );
+}

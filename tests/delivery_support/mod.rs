@@ -387,6 +387,11 @@ impl Pki {
 /// `bob`), but with `aliases` as the aliases file and `env` set for `serve` and so for the
 /// delivery passes it starts (e.g. `POSTLING_TIMEOUT_DIVISOR`).
 pub fn daemon(extra: &str, aliases: &str, env: &[(&str, &str)]) -> Daemon {
+    daemon_bin(Path::new(BIN), extra, aliases, env)
+}
+
+/// `daemon` with another postling binary (e.g. a release build, for measurements).
+pub fn daemon_bin(bin: &Path, extra: &str, aliases: &str, env: &[(&str, &str)]) -> Daemon {
     let dir = TempDir::new("dlv");
     let port = free_port();
     // The base config's keys that `extra` sets (dns, smtp_port…) give way to it.
@@ -419,7 +424,7 @@ pub fn daemon(extra: &str, aliases: &str, env: &[(&str, &str)]) -> Daemon {
         .append(true)
         .open(d.log_path())
         .expect("open log");
-    let child = Command::new(BIN)
+    let child = Command::new(bin)
         .args(["serve", "-c"])
         .arg(&d.config)
         .env("RUST_LOG", "debug")

@@ -357,7 +357,6 @@ fn an_unreachable_mx_defers_with_the_connect_error() {
 }
 
 #[test]
-#[ignore = "BUG: a bounce queued by serve's pass waits for the next queue_interval pass (1 min) instead of going out at once"]
 fn a_bounce_from_serves_pass_is_delivered_at_once() {
     let port = sink_port();
     let dns = Dns::start(ZONE);
@@ -384,7 +383,6 @@ fn a_bounce_from_serves_pass_is_delivered_at_once() {
 }
 
 #[test]
-#[ignore = "BUG: Remote-MTA in bounces is 'dns; HOST[IP]:PORT', RFC 3464 wants 'dns; HOST'"]
 fn a_bounce_names_the_remote_mta_by_its_host_name() {
     let port = sink_port();
     let dns = Dns::start(ZONE);
@@ -627,7 +625,6 @@ fn a_hanging_mx_does_not_hold_up_other_domains() {
 }
 
 #[test]
-#[ignore = "BUG: serve runs one pass at a time, so mail accepted while a pass is stuck on a hanging MX waits for that pass to time out"]
 fn mail_accepted_while_a_pass_hangs_is_not_held_up() {
     // Timeouts / 30: the hanging MX holds its pass for 10 s (the greeting timeout).
     const ENV: &[(&str, &str)] = &[("POSTLING_TIMEOUT_DIVISOR", "30")];
@@ -754,7 +751,6 @@ fn kill_9_in_the_middle_of_a_pass_loses_nothing() {
 }
 
 #[test]
-#[ignore = "BUG: a pass records outcomes only when every destination is done, so after a crash messages the MX already acknowledged with 250 are sent again"]
 fn kill_9_in_the_middle_of_a_pass_repeats_only_the_message_in_flight() {
     let (subjects, before, d, _sink) = kill_9_mid_pass();
     // The first two were acknowledged (250 read by the client) before the kill: they

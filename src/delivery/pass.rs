@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 
 use log::{info, warn};
 
@@ -52,11 +52,15 @@ pub struct PassSummary {
     pub delivered: usize,
     pub deferred: usize,
     pub failed: usize,
+    /// Bounce messages queued.
+    pub bounces: usize,
 }
 
 /// A locked message and what this pass did to it.
 struct Job {
     env: Envelope,
+    /// The envelope as this pass found it (see `progress_snapshot`).
+    original: Envelope,
     message: PathBuf,
     _lock: MessageLock,
     /// Recipients (indices) that failed for good in this pass: they get a bounce.
@@ -68,7 +72,26 @@ struct Job {
 }
 
 /// Run one pass. `Err` only when the pass cannot start (unreadable spool or aliases).
+/// Bounces this pass queued are tried in a second round of the same pass, so a sender
+/// hears of a failure at once, not after `queue_interval`.
 pub fn run(config: &Config, spool: &Spool, opts: PassOptions) -> Result<PassSummary, String> {
+    let first = run_once(config, spool, opts)?;
+    if first.bounces == 0 {
+        return Ok(first);
+    }
+    // Bounces come from <> and are never bounced, so one more round is enough.
+    let second = run_once(config, spool, PassOptions { force: false })?;
+    Ok(PassSummary {
+        messages: first.messages + second.messages,
+        busy: first.busy,
+        delivered: first.delivered + second.delivered,
+        deferred: first.deferred + second.deferred,
+        failed: first.failed + second.failed,
+        bounces: first.bounces + second.bounces,
+    })
+}
+
+fn run_once(config: &Config, spool: &Spool, opts: PassOptions) -> Result<PassSummary, String> {
     let aliases = Aliases::load(&config.aliases).map_err(|e| e.to_string())?;
     // Mail local users left in maildrop/ joins the queue first.
     match crate::spool::maildrop::pickup(spool, &config.hostname) {
@@ -83,11 +106,17 @@ pub fn run(config: &Config, spool: &Spool, opts: PassOptions) -> Result<PassSumm
         .list()
         .map_err(|e| format!("{}: {}", spool.root().display(), crate::time::io_reason(&e)))?;
     for env in listed {
-        if !env
+        // Due recipients, or nothing left to do: a message a crashed pass finished but
+        // did not remove.
+        let due = env
             .recipients
             .iter()
-            .any(|r| Schedule::is_due(r, now, opts.force))
-        {
+            .any(|r| Schedule::is_due(r, now, opts.force));
+        let finished = env
+            .recipients
+            .iter()
+            .all(|r| matches!(r.status, Status::Delivered | Status::Failed));
+        if !due && !finished {
             continue;
         }
         let lock = match spool.lock(&env.id) {
@@ -117,6 +146,7 @@ pub fn run(config: &Config, spool: &Spool, opts: PassOptions) -> Result<PassSumm
         };
         jobs.push(Job {
             message: spool.message_path(&env.id),
+            original: env.clone(),
             env,
             _lock: lock,
             newly_failed: Vec::new(),
@@ -131,7 +161,7 @@ pub fn run(config: &Config, spool: &Spool, opts: PassOptions) -> Result<PassSumm
     };
 
     deliver_local(config, &aliases, &schedule, &mut jobs, now, opts.force);
-    deliver_remote(config, &schedule, &mut jobs, now, opts.force);
+    deliver_remote(config, spool, &schedule, &mut jobs, now, opts.force);
 
     for job in &mut jobs {
         finish(config, spool, job, &mut summary);
@@ -188,7 +218,14 @@ fn deliver_local(
     }
 }
 
-fn deliver_remote(config: &Config, schedule: &Schedule, jobs: &mut [Job], now: u64, force: bool) {
+fn deliver_remote(
+    config: &Config,
+    spool: &Spool,
+    schedule: &Schedule,
+    jobs: &mut [Job],
+    now: u64,
+    force: bool,
+) {
     // Destination → the messages (and their recipients) going there.
     let mut destinations: BTreeMap<Route, Vec<RemoteJob>> = BTreeMap::new();
     for (j, job) in jobs.iter().enumerate() {
@@ -220,11 +257,13 @@ fn deliver_remote(config: &Config, schedule: &Schedule, jobs: &mut [Job], now: u
         return;
     }
     let queue = Mutex::new(destinations.into_iter().collect::<Vec<_>>());
-    let results = Mutex::new(Vec::<RemoteResult>::new());
     let workers = MAX_PARALLEL_DESTINATIONS.min(queue.lock().map(|q| q.len()).unwrap_or(1));
+    let (tx, rx) = mpsc::channel::<Vec<RemoteResult>>();
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| {
+            let tx = tx.clone();
+            let queue = &queue;
+            s.spawn(move || {
                 let mut resolver = crate::dns::Resolver::new(config);
                 loop {
                     let next = match queue.lock() {
@@ -232,33 +271,65 @@ fn deliver_remote(config: &Config, schedule: &Schedule, jobs: &mut [Job], now: u
                         Err(_) => None,
                     };
                     let Some((rt, work)) = next else { break };
-                    let out = remote::deliver_destination(config, &mut resolver, &rt, work);
-                    if let Ok(mut r) = results.lock() {
-                        r.extend(out);
-                    }
+                    remote::deliver_destination(config, &mut resolver, &rt, work, &tx);
                 }
             });
         }
+        drop(tx);
+        // Record each message's outcome as it arrives, while the other workers go on:
+        // a crash later in the pass then repeats nothing the next hop already took.
+        for batch in rx {
+            let mut touched = Vec::new();
+            for res in batch {
+                let Some(job) = jobs.get_mut(res.job) else {
+                    continue;
+                };
+                record(
+                    schedule,
+                    job,
+                    res.recipient,
+                    res.verdict,
+                    &res.reply,
+                    &res.relay,
+                    now,
+                );
+                if res.verdict == Verdict::Permanent && res.relay != "none" {
+                    // RFC 3464 §2.3.5: Remote-MTA names the host ("dns; mx.example"),
+                    // not our `host[ip]:port` log notation.
+                    let host = res.relay.split('[').next().unwrap_or(&res.relay);
+                    job.remote_mta.insert(res.recipient, host.to_string());
+                }
+                touched.push(res.job);
+            }
+            touched.dedup();
+            for j in touched {
+                if let Some(job) = jobs.get(j) {
+                    if let Err(e) = spool.write_envelope(&progress_snapshot(job)) {
+                        warn!("{}: cannot record delivery state: {e}", job.env.id);
+                    }
+                }
+            }
+        }
     });
-    let results = results.into_inner().unwrap_or_default();
-    for res in results {
-        let Some(job) = jobs.get_mut(res.job) else {
-            continue;
-        };
-        let relay = res.relay.clone();
-        record(
-            schedule,
-            job,
-            res.recipient,
-            res.verdict,
-            &res.reply,
-            &relay,
-            now,
-        );
-        if res.verdict == Verdict::Permanent && relay != "none" {
-            job.remote_mta.insert(res.recipient, relay);
+}
+
+/// The envelope to write while the pass is still running: what was delivered is
+/// recorded (never sent twice after a crash), but a recipient that failed for good keeps
+/// its state from before the pass until its bounce is queued in `finish` (a crash in
+/// between then retries it and bounces then, rather than losing the bounce).
+fn progress_snapshot(job: &Job) -> Envelope {
+    let mut env = job.env.clone();
+    for &i in &job.newly_failed {
+        if let Some(r) = env.recipients.get_mut(i) {
+            *r = job
+                .original
+                .recipients
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| Recipient::new(r.address.clone()));
         }
     }
+    env
 }
 
 /// Record one outcome and log it the way Postfix does.
@@ -326,7 +397,10 @@ fn finish(config: &Config, spool: &Spool, job: &mut Job, summary: &mut PassSumma
             info!("{id}: bounce not sent: the sender is <> (a bounce is never bounced)");
         } else {
             match queue_bounce(config, spool, job) {
-                Ok(bounce_id) => info!("{id}: sender non-delivery notification: {bounce_id}"),
+                Ok(bounce_id) => {
+                    summary.bounces += 1;
+                    info!("{id}: sender non-delivery notification: {bounce_id}")
+                }
                 // Keep the message: next pass, the failed recipients are not due again,
                 // so the bounce is lost only if this keeps failing; log loudly.
                 Err(e) => warn!("{id}: cannot queue bounce to <{}>: {e}", job.env.sender),

@@ -16,6 +16,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
 
 use log::debug;
 
@@ -141,14 +142,30 @@ fn settings(config: &Config, route: &Route) -> Result<ConnectionSettings, String
     })
 }
 
-/// Deliver every job for `route`; one result per recipient.
+/// Deliver every job for `route`; one result per recipient, sent to `out` as soon as
+/// each message's outcome is known (so the pass can record it before the next one).
 pub fn deliver_destination(
     config: &Config,
     resolver: &mut Resolver,
     route: &Route,
     jobs: Vec<RemoteJob>,
-) -> Vec<RemoteResult> {
+    out: &Sender<Vec<RemoteResult>>,
+) {
     let mut results = Vec::new();
+    deliver_into(config, resolver, route, jobs, out, &mut results);
+    if !results.is_empty() {
+        let _ = out.send(results);
+    }
+}
+
+fn deliver_into(
+    config: &Config,
+    resolver: &mut Resolver,
+    route: &Route,
+    jobs: Vec<RemoteJob>,
+    out: &Sender<Vec<RemoteResult>>,
+    results: &mut Vec<RemoteResult>,
+) {
     let settings = match settings(config, route) {
         Ok(s) => s,
         Err(e) => {
@@ -157,23 +174,23 @@ pub fn deliver_destination(
                 Verdict::Transient,
                 &format!("451 4.3.5 {e}"),
                 "none",
-                &mut results,
+                results,
             );
-            return results;
+            return;
         }
     };
     let (hosts, port) = match route {
         Route::Smarthost => {
             let Some(sh) = &config.smarthost else {
-                return results;
+                return;
             };
             match resolver.host(&sh.host) {
                 HostResult::Found(addrs) => (vec![(sh.host.clone(), addrs)], sh.port),
                 // An unresolvable smarthost is temporary (spec): DNS may come back.
                 HostResult::NotFound(r) | HostResult::Temporary(r) => {
                     let reply = format!("451 4.4.3 smarthost {}: {r}", sh.host);
-                    fail_all(&jobs, Verdict::Transient, &reply, "none", &mut results);
-                    return results;
+                    fail_all(&jobs, Verdict::Transient, &reply, "none", results);
+                    return;
                 }
             }
         }
@@ -185,21 +202,21 @@ pub fn deliver_destination(
             MxResult::NullMx => {
                 // RFC 7505 §4.2.
                 let reply = format!("550 5.1.10 domain {domain} accepts no mail (null MX)");
-                fail_all(&jobs, Verdict::Permanent, &reply, "none", &mut results);
-                return results;
+                fail_all(&jobs, Verdict::Permanent, &reply, "none", results);
+                return;
             }
             MxResult::NoSuchDomain => {
                 let reply = format!("550 5.1.2 domain {domain} not found (NXDOMAIN)");
-                fail_all(&jobs, Verdict::Permanent, &reply, "none", &mut results);
-                return results;
+                fail_all(&jobs, Verdict::Permanent, &reply, "none", results);
+                return;
             }
             MxResult::Temporary(r) => {
                 let reply = format!("451 4.4.3 DNS lookup for {domain} failed: {r}");
-                fail_all(&jobs, Verdict::Transient, &reply, "none", &mut results);
-                return results;
+                fail_all(&jobs, Verdict::Transient, &reply, "none", results);
+                return;
             }
         },
-        Route::Local(_) => return results,
+        Route::Local(_) => return,
     };
 
     let mut pending = jobs;
@@ -244,9 +261,13 @@ pub fn deliver_destination(
                     retry_elsewhere.push(job);
                     continue;
                 }
-                for ((index, _), outcome) in job.recipients.iter().zip(outcomes) {
-                    results.push(result_of(job.job, *index, &outcome, &relay));
-                }
+                let done: Vec<RemoteResult> = job
+                    .recipients
+                    .iter()
+                    .zip(outcomes)
+                    .map(|((index, _), outcome)| result_of(job.job, *index, &outcome, &relay))
+                    .collect();
+                let _ = out.send(done);
             }
             if conn.is_usable() {
                 conn.quit();
@@ -268,9 +289,8 @@ pub fn deliver_destination(
         };
         // A host that refused us outright (5xx greeting) is not a verdict on the
         // recipients while other hosts remain untried; with none left it is.
-        fail_all(&pending, verdict, &reply, &relay, &mut results);
+        fail_all(&pending, verdict, &reply, &relay, results);
     }
-    results
 }
 
 fn result_of(job: usize, recipient: usize, outcome: &Outcome, relay: &str) -> RemoteResult {

@@ -2,10 +2,11 @@
 //! child process (`flush --due`), so a slow destination or a crash in delivery never
 //! touches the SMTP loop.
 //!
-//! Invariants: at most one pass runs at a time (a pass already works on every due
-//! message in parallel workers; two would only fight over locks). A request while one
-//! runs (new mail) is remembered and served by a new pass as soon as it ends, so mail
-//! accepted during a pass is tried at once, not after `queue_interval`.
+//! Invariants: new mail starts a pass at once, even while others run (a pass stuck on
+//! a hanging MX must not hold up mail for anyone else; passes lock each message, so
+//! concurrent ones never deliver one twice), up to [`MAX_PASSES`] at a time; beyond
+//! that the request is remembered and served as soon as one ends. The periodic pass
+//! only starts when none is running.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,10 +14,13 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+/// Passes running at once (each a process with up to 4 delivery workers).
+pub const MAX_PASSES: usize = 4;
+
 pub struct PassRunner {
     config_path: PathBuf,
     interval: Duration,
-    child: Option<Child>,
+    children: Vec<Child>,
     /// A pass was asked for while one ran.
     again: bool,
     /// When the next periodic pass is due.
@@ -29,7 +33,7 @@ impl PassRunner {
         PassRunner {
             config_path,
             interval,
-            child: None,
+            children: Vec::new(),
             again: true,
             next_periodic: Instant::now(),
         }
@@ -44,27 +48,25 @@ impl PassRunner {
         self.again = true;
     }
 
-    /// Reap a finished pass, start one when due. Call on every loop turn.
+    /// Reap finished passes, start one when due. Call on every loop turn.
     pub fn poll(&mut self, now: Instant) {
-        if let Some(child) = self.child.as_mut() {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    if !status.success() {
-                        warn!("delivery pass exited with {status}");
-                    }
-                    self.child = None;
+        self.children.retain_mut(|child| match child.try_wait() {
+            Ok(Some(status)) => {
+                if !status.success() {
+                    warn!("delivery pass exited with {status}");
                 }
-                Ok(None) => return,
-                Err(e) => {
-                    warn!("delivery pass: {e}");
-                    self.child = None;
-                }
+                false
             }
-        }
-        if now >= self.next_periodic {
+            Ok(None) => true,
+            Err(e) => {
+                warn!("delivery pass: {e}");
+                false
+            }
+        });
+        if now >= self.next_periodic && self.children.is_empty() {
             self.again = true;
         }
-        if self.again {
+        if self.again && self.children.len() < MAX_PASSES {
             self.start(now);
         }
     }
@@ -72,7 +74,7 @@ impl PassRunner {
     /// When `poll` next needs to run for a periodic pass (SIGCHLD wakes the loop for
     /// a finished one).
     pub fn next_deadline(&self) -> Option<Instant> {
-        if self.child.is_some() {
+        if !self.children.is_empty() {
             // Also a safety net should a SIGCHLD be missed.
             return Some(Instant::now() + Duration::from_secs(1));
         }
@@ -100,7 +102,7 @@ impl PassRunner {
         match spawned {
             Ok(child) => {
                 debug!("delivery pass started (pid {})", child.id());
-                self.child = Some(child);
+                self.children.push(child);
             }
             Err(e) => warn!("cannot start a delivery pass: {e}"),
         }

@@ -780,8 +780,8 @@ fn two_concurrent_flushes_deliver_each_message_once() {
 }
 
 /// Queues 4 messages, starts a pass against a sink that takes 1 s per message, kills the
-/// pass with SIGKILL once the sink has accepted 2 (so the client has the 250 for the
-/// first and the third is in the sink's hands), then flushes again. Returns the subjects
+/// pass with SIGKILL 0.3 s after the sink accepted the 2nd (so the client has read the
+/// 250 for the first two and the 3rd is in flight), then flushes again. Returns the subjects
 /// in the order the sink accepted them, and how many were accepted before the second
 /// flush.
 fn kill_9_mid_pass() -> (Vec<String>, usize, common::Daemon, Sink) {

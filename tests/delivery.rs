@@ -273,6 +273,47 @@ fn a_450_defers_and_the_next_flush_delivers() {
 }
 
 #[test]
+fn only_the_deferred_recipient_is_tried_again() {
+    let port = sink_port();
+    let dns = Dns::start(ZONE);
+    let gatedir = common::TempDir::new("gate");
+    let gate = gatedir.path().join("closed");
+    fs::write(&gate, "").expect("gate");
+    // remote.test (127.0.0.2) says 450 while the gate is closed; other.test (127.0.0.3)
+    // takes everything.
+    let remote = Sink::start(
+        "127.0.0.2",
+        port,
+        &["--defer-while", gate.to_str().expect("path")],
+    );
+    let other = Sink::start("127.0.0.3", port, &[]);
+    let d = daemon(&mx_config(&dns, port), ALIASES, FAST_TIMEOUTS);
+    submit(
+        &d,
+        "alice@mx.test",
+        &["a@remote.test", "b@other.test"],
+        &message("split"),
+    );
+    settle(&d, Duration::from_secs(10), |q| {
+        q.len() == 1
+            && q[0]["recipients"]
+                .items()
+                .iter()
+                .all(|r| r["attempts"].u64() == Some(1))
+    });
+    assert_eq!(other.count(), 1);
+    assert_eq!(remote.count(), 0);
+    let b = queued_rcpt(&d, "b@other.test").expect("listed");
+    assert_eq!(b["status"].str(), "delivered", "{b:?}");
+    fs::remove_file(&gate).expect("open the gate");
+    assert_flush_ok(&d, FAST_TIMEOUTS);
+    assert_eq!(remote.count(), 1);
+    assert_eq!(remote.messages()[0].rcpts(), ["a@remote.test"]);
+    assert_eq!(other.count(), 1, "b@other.test got it twice");
+    assert!(d.queue().is_empty(), "{:?}", d.queue());
+}
+
+#[test]
 fn a_550_bounces_with_the_remote_reply_and_remote_mta() {
     let port = sink_port();
     let dns = Dns::start(ZONE);
@@ -507,6 +548,37 @@ fn smarthost_with_starttls_and_auth() {
 }
 
 #[test]
+fn a_smarthost_certificate_that_does_not_verify_defers() {
+    let port = sink_port();
+    let (_pki, sink, extra, _auth) = smarthost_setup(port);
+    // Without tls_ca_file the system bundle does not know the test CA.
+    let extra: String = extra
+        .lines()
+        .filter(|l| !l.starts_with("tls_ca_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let d = daemon(&extra, ALIASES, FAST_TIMEOUTS);
+    submit(
+        &d,
+        "alice@mx.test",
+        &["friend@anywhere.example"],
+        &message("unverified"),
+    );
+    settle(&d, Duration::from_secs(10), |q| {
+        q.len() == 1 && q[0]["recipients"][0]["attempts"].u64() == Some(1)
+    });
+    let r = queued_rcpt(&d, "friend@anywhere.example").expect("queued");
+    assert_eq!(r["status"].str(), "deferred", "{r:?}");
+    assert!(r["last_reply"].str().starts_with('4'), "{r:?}");
+    assert_eq!(sink.count(), 0);
+    assert_eq!(sink.mail_log(), "", "an envelope went out");
+    assert!(
+        maildir_files(&d, "alice").is_empty(),
+        "no bounce for a TLS failure"
+    );
+}
+
+#[test]
 fn a_world_readable_smarthost_auth_file_makes_flush_exit_78() {
     let port = sink_port();
     let (_pki, sink, extra, auth) = smarthost_setup(port);
@@ -705,8 +777,8 @@ fn two_concurrent_flushes_deliver_each_message_once() {
 }
 
 /// Queues 4 messages, starts a pass against a sink that takes 1 s per message, kills the
-/// pass with SIGKILL once the sink has accepted 2 (so the client has the 250 for the
-/// first and the third is in the sink's hands), then flushes again. Returns the subjects
+/// pass with SIGKILL 0.3 s after the sink accepted the 2nd (so the client has read the
+/// 250 for the first two and the 3rd is in flight), then flushes again. Returns the subjects
 /// in the order the sink accepted them, and how many were accepted before the second
 /// flush.
 fn kill_9_mid_pass() -> (Vec<String>, usize, common::Daemon, Sink) {

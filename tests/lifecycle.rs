@@ -213,10 +213,12 @@ fn queue_delete_removes_one_message_or_all() {
 }
 
 #[test]
-fn unfinished_send_exits_69() {
-    let out = Command::new(BIN).arg("send").output().expect("run");
-    assert_eq!(out.status.code(), Some(69));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+fn version_and_help() {
     let out = Command::new(BIN).arg("--version").output().expect("run");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("postling "));
+    let out = Command::new(BIN).arg("--help").output().expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("serve"));
+    let out = Command::new(BIN).arg("frobnicate").output().expect("run");
+    assert_eq!(out.status.code(), Some(64));
 }

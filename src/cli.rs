@@ -92,7 +92,6 @@ fn postling(args: &[String]) -> i32 {
 /// `2026-12-04T15:06:23Z postling[123]: ID: from=<a@b>, size=N, nrcpt=K`.
 fn init_logging() {
     use std::io::Write;
-    let pid = std::process::id();
     let env = env_logger::Env::default().default_filter_or("info");
     let _ = env_logger::Builder::from_env(env)
         .format(move |buf, record| {
@@ -103,10 +102,12 @@ fn init_logging() {
                 log::Level::Debug => "debug: ",
                 log::Level::Trace => "trace: ",
             };
+            // The pid is read per line: `serve` forks (privilege separation).
             writeln!(
                 buf,
-                "{} postling[{pid}]: {level}{}",
+                "{} postling[{}]: {level}{}",
                 crate::time::iso8601(crate::time::unix_now()),
+                std::process::id(),
                 record.args()
             )
         })

@@ -14,6 +14,7 @@
 //! - On SIGTERM/SIGINT nothing acknowledged is lost: a message only gets `250` after it
 //!   is durable, and sessions in DATA may finish within the grace period.
 
+mod privsep;
 mod runner;
 mod signals;
 mod store;
@@ -129,8 +130,8 @@ struct Server {
     scratch: Vec<u8>,
     /// Recent failed AUTHs per client address, across sessions.
     auth_memory: AddressMemory,
-    /// Delivery passes (child processes).
-    runner: PassRunner,
+    /// Delivery passes: run here, or asked of the root parent (privilege separation).
+    passes: Passes,
     /// A session queued a message since the loop last looked.
     new_mail: Cell<bool>,
     /// Set once SIGTERM/SIGINT arrived: the moment sessions are cut off.
@@ -196,11 +197,97 @@ pub fn serve(config: Config) -> i32 {
             return exit::UNAVAILABLE;
         }
     };
+    if let Some(name) = server.settings.config.user.clone() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            warn!("user = {name}: not started as root, running as we are");
+        } else {
+            match separate(&mut server, &name) {
+                Ok(Some(code)) => return code, // the root parent, done
+                Ok(None) => {}                 // the unprivileged child: serve
+                Err(e) => {
+                    eprintln!("postling: user = {name}: {e}");
+                    return exit::CONFIG;
+                }
+            }
+        }
+    }
     match server.run() {
         Ok(()) => exit::OK,
         Err(e) => {
             error!("event loop failed: {e}");
             exit::SOFTWARE
+        }
+    }
+}
+
+/// Fork into a root parent that runs delivery passes and an unprivileged child that
+/// serves SMTP (see `privsep`). Returns `Some(exit code)` in the parent once the child
+/// has ended, `None` in the child.
+fn separate(server: &mut Server, name: &str) -> Result<Option<i32>, String> {
+    let (uid, gid) = privsep::lookup_user(name)?;
+    privsep::hand_over_spool(server.spool.root(), uid, gid)
+        .map_err(|e| format!("spool: {}", crate::time::io_reason(&e)))?;
+    let (notify_r, notify_w) = privsep::notify_pipe().map_err(|e| e.to_string())?;
+    // SAFETY: single-threaded here (no thread has been started), so fork is sound.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error().to_string()),
+        0 => {
+            drop(notify_r);
+            privsep::drop_to(uid, gid).map_err(|e| e.to_string())?;
+            info!("serving as {name} (uid {uid}, gid {gid}); delivery runs as root");
+            server.passes = Passes::Ask(notify_w);
+            Ok(None)
+        }
+        child => {
+            drop(notify_w);
+            // The parent never touches the network: close the listeners.
+            for (listener, _) in server.listeners.drain(..) {
+                drop(listener);
+            }
+            let config = Arc::clone(&server.settings.config);
+            Ok(Some(privsep::supervise(&config, child, notify_r)))
+        }
+    }
+}
+
+/// Who runs delivery passes.
+enum Passes {
+    /// This process (no privilege separation).
+    Run(PassRunner),
+    /// The root parent, asked through this pipe.
+    Ask(std::fs::File),
+}
+
+impl Passes {
+    fn request(&mut self) {
+        match self {
+            Passes::Run(r) => r.request(),
+            Passes::Ask(w) => privsep::request_pass(w),
+        }
+    }
+    fn poll(&mut self, now: Instant) {
+        if let Passes::Run(r) = self {
+            r.poll(now);
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Passes::Run(r) => r.next_deadline(),
+            Passes::Ask(_) => None,
+        }
+    }
+    fn set_interval(&mut self, d: Duration) {
+        if let Passes::Run(r) = self {
+            r.set_interval(d);
+        }
+    }
+    /// The maildrop FIFO, when this process is the one that runs passes.
+    fn fifo(&self, spool_root: &std::path::Path) -> io::Result<std::fs::File> {
+        match self {
+            Passes::Run(_) => crate::spool::maildrop::open_fifo(spool_root),
+            Passes::Ask(_) => Err(io::Error::other("read by the root process")),
         }
     }
 }
@@ -235,7 +322,7 @@ impl Server {
             config.spool.display(),
             addrs.join(", ")
         );
-        let runner = PassRunner::new(config.path.clone(), config.queue_interval);
+        let passes = Passes::Run(PassRunner::new(config.path.clone(), config.queue_interval));
         Ok(Server {
             poll,
             listeners,
@@ -252,7 +339,7 @@ impl Server {
             per_ip: HashMap::new(),
             scratch: vec![0; READ_CHUNK],
             auth_memory: AddressMemory::new(Policy::DEFAULT),
-            runner,
+            passes,
             new_mail: Cell::new(false),
             stopping: None,
         })
@@ -264,8 +351,9 @@ impl Server {
         self.poll
             .registry()
             .register(&mut SourceFd(&sig_fd), SIGNAL, Interest::READABLE)?;
-        // Local submissions poke this FIFO; without it they wait for queue_interval.
-        let fifo = match crate::spool::maildrop::open_fifo(self.spool.root()) {
+        // Local submissions poke this FIFO; without it they wait for queue_interval. With
+        // privilege separation the root parent listens to it instead.
+        let fifo = match self.passes.fifo(self.spool.root()) {
             Ok(f) => {
                 use std::os::fd::AsRawFd;
                 let fd = f.as_raw_fd();
@@ -275,7 +363,9 @@ impl Server {
                 Some(f)
             }
             Err(e) => {
-                warn!("maildrop FIFO: {}", crate::time::io_reason(&e));
+                if matches!(self.passes, Passes::Run(_)) {
+                    warn!("maildrop FIFO: {}", crate::time::io_reason(&e));
+                }
                 None
             }
         };
@@ -303,7 +393,7 @@ impl Server {
                             let mut buf = [0u8; 256];
                             while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
                         }
-                        self.runner.request();
+                        self.passes.request();
                     }
                     Token(i) if i < self.listeners.len() => self.accept(i),
                     Token(t) if t >= FIRST_CONNECTION => {
@@ -320,10 +410,10 @@ impl Server {
             }
             self.expire();
             if self.new_mail.take() {
-                self.runner.request();
+                self.passes.request();
             }
             if self.stopping.is_none() {
-                self.runner.poll(Instant::now());
+                self.passes.poll(Instant::now());
             }
             if self.stopping.is_some() && self.open == 0 {
                 info!("stopped");
@@ -337,7 +427,7 @@ impl Server {
         let now = Instant::now();
         let mut next = self.stopping;
         if self.stopping.is_none() {
-            next = self.runner.next_deadline();
+            next = self.passes.next_deadline();
         }
         for conn in self.connections.iter().flatten() {
             let due = conn
@@ -590,7 +680,7 @@ impl Server {
                 return;
             }
         };
-        self.runner.set_interval(config.queue_interval);
+        self.passes.set_interval(config.queue_interval);
         info!("reloaded {}", path.display());
         self.settings = Settings {
             directory: Directory::new(aliases, &config.mail_dir),

@@ -165,7 +165,8 @@ fn deliver(config: &Config, config_path: &Path, inv: &Invocation) -> i32 {
             config.spool.join(maildrop::DIR).display(),
             crate::time::io_reason(&e)
         );
-        return exit::CANTCREAT;
+        // Disk full, an unwritable or missing spool: the caller should try again later.
+        return exit::TEMPFAIL;
     }
     if inv.verbose {
         eprintln!(

@@ -94,7 +94,11 @@ pub fn run(config: &Config, spool: &Spool, opts: PassOptions) -> Result<PassSumm
 fn run_once(config: &Config, spool: &Spool, opts: PassOptions) -> Result<PassSummary, String> {
     let aliases = Aliases::load(&config.aliases).map_err(|e| e.to_string())?;
     // Mail local users left in maildrop/ joins the queue first.
-    match crate::spool::maildrop::pickup(spool, &config.hostname) {
+    let limits = crate::spool::maildrop::Limits {
+        max_size: config.max_message_size,
+        max_recipients: config.max_recipients,
+    };
+    match crate::spool::maildrop::pickup(spool, &config.hostname, &limits) {
         Ok(0) => {}
         Ok(n) => info!("picked up {n} message(s) from maildrop/"),
         Err(e) => warn!("maildrop/: {}", crate::time::io_reason(&e)),

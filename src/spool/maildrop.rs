@@ -169,7 +169,17 @@ pub fn open_fifo(spool_root: &Path) -> io::Result<File> {
 }
 
 /// Move every complete drop file into the queue. Returns how many were queued.
-pub fn pickup(spool: &Spool, hostname: &str) -> io::Result<usize> {
+/// What pickup enforces whatever wrote the drop file.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_size: u64,
+    pub max_recipients: usize,
+}
+
+/// Room for the drop file's own header lines on top of the message.
+const MAX_DROP_HEADER: u64 = 1024 * 1024;
+
+pub fn pickup(spool: &Spool, hostname: &str, limits: &Limits) -> io::Result<usize> {
     let dir = spool.root().join(DIR);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -195,7 +205,7 @@ pub fn pickup(spool: &Spool, hostname: &str) -> io::Result<usize> {
             }
             continue;
         }
-        match pickup_one(spool, &path, hostname, now) {
+        match pickup_one(spool, &path, hostname, limits, now) {
             Ok(id) => {
                 queued += 1;
                 if let Err(e) = fs::remove_file(&path) {
@@ -205,6 +215,7 @@ pub fn pickup(spool: &Spool, hostname: &str) -> io::Result<usize> {
                     );
                 }
             }
+            Err(Bad::Busy) => {}
             Err(Bad::Transient(e)) => {
                 log::warn!("maildrop/{name}: {}", crate::time::io_reason(&e));
             }
@@ -224,11 +235,19 @@ pub fn pickup(spool: &Spool, hostname: &str) -> io::Result<usize> {
 }
 
 enum Bad {
+    /// Another pass is picking it up.
+    Busy,
     Transient(io::Error),
     Corrupt(String),
 }
 
-fn pickup_one(spool: &Spool, path: &Path, hostname: &str, now: u64) -> Result<String, Bad> {
+fn pickup_one(
+    spool: &Spool,
+    path: &Path,
+    hostname: &str,
+    limits: &Limits,
+    now: u64,
+) -> Result<String, Bad> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -244,9 +263,33 @@ fn pickup_one(spool: &Spool, path: &Path, hostname: &str, now: u64) -> Result<St
     if !meta.is_file() {
         return Err(Bad::Corrupt("not a regular file".into()));
     }
+    // Two passes may pick up at the same time: the one holding the lock takes the file;
+    // the other skips it, and so does a pass that locks it after it was taken.
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(Bad::Busy),
+        Err(std::fs::TryLockError::Error(e)) => return Err(Bad::Transient(e)),
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.ino() == meta.ino() && m.dev() == meta.dev() => {}
+        _ => return Err(Bad::Busy),
+    }
+    // Whatever wrote this file (sendmail, or a user by hand), the limits hold.
+    if meta.len() > limits.max_size.saturating_add(MAX_DROP_HEADER) {
+        return Err(Bad::Corrupt(format!(
+            "larger than max_message_size ({} bytes)",
+            meta.len()
+        )));
+    }
     let uid = meta.uid();
     let mut reader = BufReader::new(file);
     let drop = read_header(&mut reader)?;
+    if drop.recipients.len() > limits.max_recipients {
+        return Err(Bad::Corrupt(format!(
+            "{} recipients, more than max_recipients",
+            drop.recipients.len()
+        )));
+    }
     let user = crate::local::directory::user_name(uid).unwrap_or_else(|| uid.to_string());
     let mut incoming = spool
         .begin(now)
@@ -388,6 +431,11 @@ fn decode(s: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    const TEST_LIMITS: Limits = Limits {
+        max_size: 1024 * 1024,
+        max_recipients: 10,
+    };
+
     fn temp_spool(tag: &str) -> (PathBuf, Spool) {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -416,7 +464,7 @@ mod tests {
             eight_bit: true,
         };
         submit(&root, &drop, b"Subject: hi\r\n\r\nbody\r\n").expect("submit");
-        assert_eq!(pickup(&spool, "mx.test").expect("pickup"), 1);
+        assert_eq!(pickup(&spool, "mx.test", &TEST_LIMITS).expect("pickup"), 1);
         let envs = spool.list().expect("list");
         assert_eq!(envs.len(), 1);
         assert_eq!(envs[0].sender, "alice@host.example");
@@ -434,7 +482,7 @@ mod tests {
         );
         assert!(msg.ends_with("Subject: hi\r\n\r\nbody\r\n"), "{msg}");
         // The drop file is gone; nothing is picked up twice.
-        assert_eq!(pickup(&spool, "mx.test").expect("pickup"), 0);
+        assert_eq!(pickup(&spool, "mx.test", &TEST_LIMITS).expect("pickup"), 0);
         let _ = fs::remove_dir_all(dir);
     }
 
@@ -445,7 +493,7 @@ mod tests {
         fs::write(root.join(DIR).join("0001.1.1"), "garbage\n").expect("write");
         std::os::unix::fs::symlink("/etc/passwd", root.join(DIR).join("0002.1.1")).expect("ln");
         fs::write(root.join(DIR).join("tmp.0003.1.1"), "in progress").expect("write");
-        assert_eq!(pickup(&spool, "mx.test").expect("pickup"), 0);
+        assert_eq!(pickup(&spool, "mx.test", &TEST_LIMITS).expect("pickup"), 0);
         assert!(spool.list().expect("list").is_empty());
         let corrupt: Vec<String> = fs::read_dir(root.join("corrupt"))
             .expect("corrupt")

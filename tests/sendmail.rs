@@ -299,7 +299,11 @@ fn t_delivers_to_to_cc_and_bcc_and_no_copy_shows_the_bcc() {
         ("bob", bob[0].clone()),
         ("carol", remote[0].text()),
     ] {
-        assert_eq!(count_fields(&copy, "Bcc"), 0, "{who}'s copy has Bcc:\n{copy}");
+        assert_eq!(
+            count_fields(&copy, "Bcc"),
+            0,
+            "{who}'s copy has Bcc:\n{copy}"
+        );
         assert!(
             !copy.contains("bob@mx.test") || who == "bob",
             "{who}'s copy names the blind recipient:\n{copy}"
@@ -377,7 +381,11 @@ fn t_adds_command_line_recipients_and_a_group_contributes_its_members() {
     assert_exit(&out, 0);
     let alice = m.wait_maildir("alice", 1);
     let bob = m.wait_maildir("bob", 1);
-    assert!(alice[0].contains("To: friends: alice@mx.test;\n"), "{}", alice[0]);
+    assert!(
+        alice[0].contains("To: friends: alice@mx.test;\n"),
+        "{}",
+        alice[0]
+    );
     assert!(bob[0].contains("Delivered-To: bob@mx.test\n"), "{}", bob[0]);
 }
 
@@ -523,7 +531,10 @@ fn default_sender_is_the_user_at_hostname_and_a_from_present_is_kept() {
         .find(|c| c.contains("Subject: rp"))
         .expect("rp copy");
     assert_eq!(count_fields(copy, "Return-Path"), 1, "{copy}");
-    assert!(copy.starts_with("Return-Path: <real@example.org>\n"), "{copy}");
+    assert!(
+        copy.starts_with("Return-Path: <real@example.org>\n"),
+        "{copy}"
+    );
     assert!(!copy.contains("forged"), "{copy}");
 }
 
@@ -590,6 +601,50 @@ fn lf_input_leaves_as_crlf_with_date_and_message_id_and_a_kept_dot() {
         text.starts_with("Received: by mx.test (postling, from userid 0)"),
         "{text}"
     );
+}
+
+#[test]
+fn eight_bit_text_goes_out_with_body_8bitmime() {
+    let (m, sink, _dns) = Mta::with_sink("", &[]);
+    let input = "To: far@remote.test\nSubject: 8-bit\n\nGr\u{fc}\u{df}e aus K\u{f6}ln\n";
+    let out = m.sendmail(&["-t", "-B8BITMIME"], input.as_bytes());
+    assert_exit(&out, 0);
+    assert!(sink.wait_for(1, Duration::from_secs(10)), "{}", m.d.log());
+    let got = &sink.messages()[0];
+    assert!(
+        got.env["mail_options"]
+            .items()
+            .iter()
+            .any(|o| o.str().eq_ignore_ascii_case("BODY=8BITMIME")),
+        "{:?}",
+        got.env
+    );
+    assert!(
+        got.text()
+            .ends_with("\r\n\r\nGr\u{fc}\u{df}e aus K\u{f6}ln\r\n"),
+        "{}",
+        got.text()
+    );
+}
+
+#[test]
+#[ignore = "BUG: sendmail accepts a body line over 998 octets and passes it on as it is; a \
+            next hop that enforces RFC 5321 4.5.3.1.6 answers 500 and the message bounces \
+            (Postfix's smtp_line_length_limit and dma break such lines)"]
+fn a_long_line_from_a_local_program_is_not_bounced_by_the_next_hop() {
+    let (m, sink, _dns) = Mta::with_sink("", &[]);
+    let long = "x".repeat(2000);
+    let input = format!("To: far@remote.test\nSubject: long line\n\n{long}\nend\n");
+    let out = m.sendmail(&["-t"], input.as_bytes());
+    assert_exit(&out, 0);
+    // Delivered, or bounced to the sender (root, whose mail alice reads).
+    eventually(Duration::from_secs(10), || {
+        sink.count() > 0 || !m.maildir("alice").is_empty()
+    });
+    assert_eq!(sink.count(), 1, "not delivered; log:\n{}", m.d.log());
+    let got = sink.messages()[0].text();
+    assert!(got.lines().all(|l| l.len() <= 998), "{got}");
+    assert_eq!(got.matches('x').count(), 2000, "text lost");
 }
 
 #[test]
@@ -782,8 +837,12 @@ fn cron_as_nobody_with_a_daemon_is_delivered_at_once() {
         "took {:?}",
         start.elapsed()
     );
-    assert!(copy.starts_with("Return-Path: <nobody@mx.test>\n"), "{copy}");
-    assert!(copy.contains("Delivered-To: root@mx.test\n") || copy.contains("alice"));
+    assert!(
+        copy.starts_with("Return-Path: <nobody@mx.test>\n"),
+        "{copy}"
+    );
+    // Delivered to alice's Maildir as `root`, the envelope recipient.
+    assert!(copy.contains("Delivered-To: root@mx.test\n"), "{copy}");
     assert!(copy.contains("(postling, from userid 65534)"), "{copy}");
     assert!(
         fields(copy).contains(&"From: CronDaemon <nobody@mx.test>".to_string()),
@@ -822,9 +881,35 @@ fn cron_as_nobody_without_a_daemon_waits_for_a_root_flush() {
     let out = m.d.run(&["flush"]);
     assert_exit(&out, 0);
     let copy = &m.maildir("alice")[0];
-    assert!(copy.contains("Subject: Cron <nobody@host> backup\n"), "{copy}");
-    assert!(copy.starts_with("Return-Path: <nobody@mx.test>\n"), "{copy}");
+    assert!(
+        copy.contains("Subject: Cron <nobody@host> backup\n"),
+        "{copy}"
+    );
+    assert!(
+        copy.starts_with("Return-Path: <nobody@mx.test>\n"),
+        "{copy}"
+    );
     assert!(m.drops().is_empty());
+}
+
+#[test]
+#[ignore = "BUG: without a daemon a user's sendmail starts a background pass it cannot run \
+            (Spool::open succeeds for anyone once the spool exists); with -v its errors \
+            reach the user"]
+fn a_user_without_a_daemon_starts_no_pass() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run sendmail as nobody");
+        return;
+    }
+    let mut m = Mta::start("");
+    m.stop_daemon();
+    // The background pass inherits stderr with -v; its output arrives before EOF.
+    let out = m.sendmail_as_nobody(&["-v", "root"], b"Subject: v\n\nbody\n");
+    assert_exit(&out, 0);
+    assert_eq!(
+        stderr(&out),
+        "sendmail: queued from <nobody@mx.test> for 1 recipient(s)\n"
+    );
 }
 
 #[test]
@@ -834,7 +919,10 @@ fn root_without_a_daemon_starts_a_pass_in_the_background() {
     let out = m.sendmail(CRON_ARGS, &cron_mail("as root"));
     assert_exit(&out, 0);
     let copy = &m.wait_maildir("alice", 1)[0];
-    assert!(copy.contains("Subject: Cron <nobody@host> as root\n"), "{copy}");
+    assert!(
+        copy.contains("Subject: Cron <nobody@host> as root\n"),
+        "{copy}"
+    );
     assert!(m.drops().is_empty());
 }
 
@@ -893,7 +981,11 @@ fn newaliases_checks_the_aliases_file() {
     }
     // A broken line: exit 78, FILE:LINE on one line.
     let aliases = m.d.dir.path().join("aliases");
-    fs::write(&aliases, "root: alice\n# fine\nbroken line without a colon\n").expect("write");
+    fs::write(
+        &aliases,
+        "root: alice\n# fine\nbroken line without a colon\n",
+    )
+    .expect("write");
     for (link, args) in [("newaliases", &[][..]), ("sendmail", &["-bi"][..])] {
         let out = m.run(link, args);
         assert_exit(&out, 78);
@@ -931,7 +1023,10 @@ fn q_runs_a_pass_over_the_whole_queue_now() {
     let closed = gate.path().join("closed");
     fs::write(&closed, "").expect("gate");
     let (m, sink, _dns) = Mta::with_sink("", &["--defer-while", closed.to_str().expect("path")]);
-    let out = m.sendmail(&["-t"], b"To: later@remote.test\nSubject: deferred\n\nbody\n");
+    let out = m.sendmail(
+        &["-t"],
+        b"To: later@remote.test\nSubject: deferred\n\nbody\n",
+    );
     assert_exit(&out, 0);
     // The daemon's pass tried and was told 450; the next try is a minute away.
     settle(&m.d, Duration::from_secs(10), |q| {
@@ -1034,14 +1129,14 @@ fn data_errors_exit_65() {
     let cases: &[(&[&str], &[u8], &str)] = &[
         (&["alice"], big.as_bytes(), "larger than the limit of 1024"),
         // LF → CRLF and the added fields count: this input alone is under 1K.
-        (
-            &["alice"],
-            newlines.as_bytes(),
-            "larger than the limit",
-        ),
+        (&["alice"], newlines.as_bytes(), "larger than the limit"),
         // Recipient addresses that parse as RFC 5322 but are no RFC 5321 mailbox.
         (&["a@-b.test"], b"Subject: x\n\nb\n", "bad recipient"),
-        (&["user@exa_mple.org"], b"Subject: x\n\nb\n", "bad recipient"),
+        (
+            &["user@exa_mple.org"],
+            b"Subject: x\n\nb\n",
+            "bad recipient",
+        ),
         (
             &[long_local.as_str()],
             b"Subject: x\n\nb\n",

@@ -912,6 +912,122 @@ fn a_user_without_a_daemon_starts_no_pass() {
     );
 }
 
+/// Starts `n` `sendmail alice` at once, subjects `{tag} 0`, `{tag} 1`…, and waits for all.
+fn submit_concurrently(m: &Mta, tag: &str, n: usize, as_nobody: bool) {
+    use std::io::Write;
+    let mut children = Vec::new();
+    for i in 0..n {
+        let mut c = m.command("sendmail", as_nobody);
+        let mut child = c
+            .arg("alice")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sendmail");
+        let mut input = child.stdin.take().expect("stdin");
+        input
+            .write_all(format!("Subject: {tag} {i}\n\nbody {i}\n").as_bytes())
+            .expect("write");
+        drop(input);
+        children.push(child);
+    }
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        assert_exit(&out, 0);
+    }
+}
+
+/// The subjects in alice's Maildir, sorted, duplicates kept.
+fn subjects(m: &Mta) -> Vec<String> {
+    let mut subjects: Vec<String> = m
+        .maildir("alice")
+        .iter()
+        .map(|c| header(c, "Subject").unwrap_or_default())
+        .collect();
+    subjects.sort();
+    subjects
+}
+
+/// The subjects in alice's Maildir that are there more than once.
+fn duplicate_subjects(m: &Mta) -> Vec<String> {
+    let mut dups: Vec<String> = subjects(m)
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0].clone())
+        .collect();
+    dups.dedup();
+    dups
+}
+
+/// Waits until the daemon has delivered at least `n` copies to alice and is idle.
+fn wait_idle_with(m: &Mta, n: usize) {
+    eventually(Duration::from_secs(20), || m.maildir("alice").len() >= n);
+    settle(&m.d, Duration::from_secs(20), |q| q.is_empty());
+    assert!(m.drops().is_empty(), "{:?}", m.drops());
+}
+
+#[test]
+fn a_burst_of_submissions_by_root_and_a_user_loses_nothing() {
+    let m = Mta::start("");
+    let n = 30;
+    submit_concurrently(&m, "root", n, false);
+    if is_root() {
+        submit_concurrently(&m, "nobody", n, true);
+    }
+    let users = if is_root() { 2 } else { 1 };
+    wait_idle_with(&m, users * n);
+    let mut got = subjects(&m);
+    got.dedup();
+    let mut want: Vec<String> = (0..n).map(|i| format!("root {i}")).collect();
+    if is_root() {
+        want.extend((0..n).map(|i| format!("nobody {i}")));
+    }
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+#[ignore = "BUG: concurrent delivery passes pick up the same maildrop file: serve starts a \
+            pass per FIFO poke (up to 4 at once) and each queues every drop file it lists, \
+            with no lock, so local submissions close together are delivered twice"]
+fn concurrent_submissions_are_each_delivered_once() {
+    let m = Mta::start("");
+    let n = 60;
+    submit_concurrently(&m, "parallel", n, false);
+    wait_idle_with(&m, n);
+    let dups = duplicate_subjects(&m);
+    assert!(
+        dups.is_empty(),
+        "{} copies for {n} messages; delivered twice: {dups:?}",
+        m.maildir("alice").len()
+    );
+    assert_eq!(m.maildir("alice").len(), n);
+}
+
+#[test]
+#[ignore = "BUG: the same as concurrent_submissions_are_each_delivered_once, with only two \
+            sendmail runs one after the other"]
+fn back_to_back_submissions_are_each_delivered_once() {
+    let m = Mta::start("");
+    let pairs = 15;
+    for i in 0..pairs {
+        for tag in ["first", "second"] {
+            let input = format!("Subject: {tag} {i}\n\nbody\n");
+            assert_exit(&m.sendmail(&["alice"], input.as_bytes()), 0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_idle_with(&m, 2 * pairs);
+    let dups = duplicate_subjects(&m);
+    assert!(
+        dups.is_empty(),
+        "{} copies for {} messages; delivered twice: {dups:?}",
+        m.maildir("alice").len(),
+        2 * pairs
+    );
+}
+
 #[test]
 fn root_without_a_daemon_starts_a_pass_in_the_background() {
     let mut m = Mta::start("");

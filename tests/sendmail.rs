@@ -1370,17 +1370,22 @@ fn bs_adds_date_and_message_id_like_bm() {
 // ---------------------------------------------------------------------------------------
 // Measurement
 
-/// Median wall time of one `sendmail -t` (fork, exec, read config, fsync the drop, poke
-/// the FIFO) with a release build and a running daemon, over `POSTLING_RUNS` (1000) runs.
-/// `cargo build --release` first; `cargo test --release --test sendmail -- --ignored
-/// --nocapture measure_sendmail_t`.
+/// Median wall time of one `sendmail -t` (fork, exec, read the config, write and fsync
+/// the drop file, poke the FIFO) with a release build and a running daemon, over
+/// `POSTLING_RUNS` (1000) runs. The release binary is the one beside this test's
+/// (`cargo build --release` first), or `$POSTLING_RELEASE_BIN`:
+/// `cargo test --release --test sendmail -- --ignored --nocapture measure_sendmail_t`.
 #[test]
 #[ignore = "measurement: median wall time of one sendmail -t submission"]
 fn measure_sendmail_t() {
-    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/postling");
+    let beside = Path::new(BIN)
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("release").join("postling"))
+        .expect("target dir");
     let bin = std::env::var("POSTLING_RELEASE_BIN")
         .map(PathBuf::from)
-        .unwrap_or(release);
+        .unwrap_or(beside);
     assert!(bin.exists(), "{} (cargo build --release)", bin.display());
     let runs: usize = std::env::var("POSTLING_RUNS")
         .ok()

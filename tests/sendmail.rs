@@ -806,7 +806,7 @@ fn bs_as_a_user_goes_through_the_maildrop_with_swaks() {
     assert_exit(&out, 0);
     let transcript = stdout(&out);
     assert!(
-        transcript.contains("<~  250 2.0.0 Ok: queued as"),
+        transcript.contains("<-  250 2.0.0 Ok: queued as"),
         "{transcript}"
     );
     let copy = &m.wait_maildir("alice", 1)[0];

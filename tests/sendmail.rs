@@ -8,6 +8,9 @@
 //! The cron-like tests run `sendmail` as `nobody` (`runuser`), so they need root; run as
 //! anyone else they say so and pass without checking anything.
 //!
+//! Tests marked `#[ignore = "BUG: …"]` show a defect found here and pass once it is
+//! fixed (`cargo test --test sendmail -- --ignored`); `measure_sendmail_t` is a timing.
+//!
 //! Needs `python3` with `aiosmtpd`, `dnsmasq`, `swaks` (`make test` installs them) and
 //! util-linux's `runuser`.
 
@@ -1156,9 +1159,13 @@ fn newaliases_checks_the_aliases_file() {
     ] {
         let out = m.run(link, args);
         assert_exit(&out, 0);
-        let said = stdout(&out) + &stderr(&out);
-        assert!(said.contains("aliases"), "{link} {args:?}: {said}");
-        assert!(said.contains('3'), "3 aliases: {said}");
+        let aliases = m.d.dir.path().join("aliases");
+        assert_eq!(
+            stdout(&out),
+            format!("{}: 3 aliases\n", aliases.display()),
+            "{link} {args:?}"
+        );
+        assert_eq!(stderr(&out), "", "{link} {args:?}");
     }
     // A broken line: exit 78, FILE:LINE on one line.
     let aliases = m.d.dir.path().join("aliases");

@@ -349,6 +349,15 @@ fn newaliases(args: &[String]) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // The daemon tolerates a missing aliases file; newaliases is asked about it.
+    if let Err(e) = std::fs::metadata(&config.aliases) {
+        eprintln!(
+            "newaliases: {}: {}",
+            config.aliases.display(),
+            crate::time::io_reason(&e)
+        );
+        return exit::CONFIG;
+    }
     match Aliases::load(&config.aliases) {
         Ok(a) => {
             println!("{}: {} aliases", config.aliases.display(), a.len());

@@ -385,8 +385,6 @@ fn t_with_undisclosed_recipients_and_bcc_only() {
 }
 
 #[test]
-#[ignore = "BUG: a user named twice in one message, directly and through an alias, gets two \
-            copies (sendmail and Postfix deliver one)"]
 fn a_user_named_directly_and_through_an_alias_gets_one_copy() {
     let m = Mta::start("");
     // alice directly, and again through `sales: alice, bob`.
@@ -663,9 +661,6 @@ fn eight_bit_text_goes_out_with_body_8bitmime() {
 }
 
 #[test]
-#[ignore = "BUG: sendmail accepts a body line over 998 octets and passes it on as it is; a \
-            next hop that enforces RFC 5321 4.5.3.1.6 answers 500 and the message bounces \
-            (Postfix's smtp_line_length_limit and dma break such lines)"]
 fn a_long_line_from_a_local_program_is_not_bounced_by_the_next_hop() {
     let (m, sink, _dns) = Mta::with_sink("", &[]);
     let long = "x".repeat(2000);
@@ -679,7 +674,12 @@ fn a_long_line_from_a_local_program_is_not_bounced_by_the_next_hop() {
     assert_eq!(sink.count(), 1, "not delivered; log:\n{}", m.d.log());
     let got = sink.messages()[0].text();
     assert!(got.lines().all(|l| l.len() <= 998), "{got}");
-    assert_eq!(got.matches('x').count(), 2000, "text lost");
+    // Count in the body only: the headers have x's of their own (mx.test).
+    let body = got
+        .split_once("\r\n\r\n")
+        .or_else(|| got.split_once("\n\n"))
+        .map_or("", |(_, b)| b);
+    assert_eq!(body.matches('x').count(), 2000, "text lost: {got}");
 }
 
 #[test]
@@ -784,9 +784,6 @@ fn bs_speaks_smtp_on_stdin_and_stdout_with_smtplib() {
 }
 
 #[test]
-#[ignore = "BUG: sendmail -bs run by a user answers DATA with 451: Spool::open succeeds for \
-            anyone once the spool exists, so the session writes to the root-only queue \
-            instead of the maildrop"]
 fn bs_as_a_user_goes_through_the_maildrop_with_swaks() {
     if !is_root() {
         eprintln!("skipped: needs root to run sendmail -bs as nobody");
@@ -928,9 +925,6 @@ fn cron_as_nobody_without_a_daemon_waits_for_a_root_flush() {
 }
 
 #[test]
-#[ignore = "BUG: without a daemon a user's sendmail starts a background pass it cannot run \
-            (Spool::open succeeds for anyone once the spool exists); with -v its errors \
-            reach the user"]
 fn a_user_without_a_daemon_starts_no_pass() {
     if !is_root() {
         eprintln!("skipped: needs root to run sendmail as nobody");
@@ -1023,9 +1017,6 @@ fn a_burst_of_submissions_by_root_and_a_user_loses_nothing() {
 }
 
 #[test]
-#[ignore = "BUG: concurrent delivery passes pick up the same maildrop file: serve starts a \
-            pass per FIFO poke (up to 4 at once) and each queues every drop file it lists, \
-            with no lock, so local submissions close together are delivered twice"]
 fn concurrent_submissions_are_each_delivered_once() {
     let m = Mta::start("");
     let n = 60;
@@ -1041,8 +1032,6 @@ fn concurrent_submissions_are_each_delivered_once() {
 }
 
 #[test]
-#[ignore = "BUG: the same as concurrent_submissions_are_each_delivered_once, with only two \
-            sendmail runs one after the other"]
 fn back_to_back_submissions_are_each_delivered_once() {
     let m = Mta::start("");
     let pairs = 15;
@@ -1064,9 +1053,6 @@ fn back_to_back_submissions_are_each_delivered_once() {
 }
 
 #[test]
-#[ignore = "BUG: pickup takes any size and any number of recipients from a drop file: a \
-            user who writes maildrop/ directly (it is world-writable) gets past \
-            max_message_size and max_recipients, which only sendmail itself checks"]
 fn a_hand_written_drop_file_is_held_to_the_limits() {
     if !is_root() {
         eprintln!("skipped: needs root to write the maildrop as nobody");
@@ -1187,8 +1173,6 @@ fn newaliases_checks_the_aliases_file() {
 }
 
 #[test]
-#[ignore = "BUG: newaliases reports '0 aliases' and exits 0 when the aliases file is missing \
-            (the spec: an aliases file that cannot be read is FILE: reason, exit 78)"]
 fn newaliases_on_a_missing_aliases_file_exits_78() {
     let m = Mta::start("");
     let aliases = m.d.dir.path().join("aliases");
@@ -1359,8 +1343,6 @@ fn data_errors_exit_65() {
 }
 
 #[test]
-#[ignore = "BUG: a recipient argument that is not RFC 5322 syntax exits 64 (usage), the \
-            same address in a -t header or one that fails the RFC 5321 check exits 65"]
 fn every_bad_recipient_address_exits_65() {
     let m = Mta::start("");
     for rcpt in ["a@b..c", "a@b c@d", "<>", "alice@"] {
@@ -1421,8 +1403,6 @@ fn harmless_options_are_accepted_and_ignored() {
 // Findings
 
 #[test]
-#[ignore = "BUG: sendmail -bs does not add a missing Date: or Message-ID: (sendmail -bm does; \
-            the spec adds them on submission)"]
 fn bs_adds_date_and_message_id_like_bm() {
     let m = Mta::start("");
     let sendmail = m.links.path("sendmail");

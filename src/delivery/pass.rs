@@ -183,6 +183,7 @@ fn deliver_local(
 ) {
     let passwd = PathBuf::from("/etc/passwd");
     for job in jobs {
+        let seen = std::cell::RefCell::new(std::collections::HashSet::new());
         let mut i = 0;
         // Fanned-out recipients are appended while we walk; remote ones wait for the
         // remote phase, mailbox ones arrive already tried.
@@ -197,6 +198,7 @@ fn deliver_local(
             let address = r.address.clone();
             let id = job.env.id.to_string();
             let ctx = LocalContext {
+                seen: &seen,
                 id: &id,
                 config,
                 aliases,

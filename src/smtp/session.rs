@@ -679,7 +679,9 @@ impl Session {
             Err(e) => return self.fail(spool_reply(&e)),
         };
         let header = self.received_header(&id, now);
-        let headers = (self.peer.role != Role::Smtp).then(|| {
+        // Submission ports and local submission (`sendmail -bs`): RFC 6409 §8.
+        let submission = self.peer.role != Role::Smtp || self.peer.ip.is_none();
+        let headers = submission.then(|| {
             SubmissionHeaders::new(
                 format!("Date: {}\r\n", crate::time::rfc5322(now)),
                 format!("Message-ID: <{id}@{}>\r\n", self.config.hostname),

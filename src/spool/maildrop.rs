@@ -206,15 +206,7 @@ pub fn pickup(spool: &Spool, hostname: &str, limits: &Limits) -> io::Result<usiz
             continue;
         }
         match pickup_one(spool, &path, hostname, limits, now) {
-            Ok(id) => {
-                queued += 1;
-                if let Err(e) = fs::remove_file(&path) {
-                    log::error!(
-                        "{id}: maildrop/{name} queued but not removed: {}",
-                        crate::time::io_reason(&e)
-                    );
-                }
-            }
+            Ok(_) => queued += 1,
             Err(Bad::Busy) => {}
             Err(Bad::Transient(e)) => {
                 log::warn!("maildrop/{name}: {}", crate::time::io_reason(&e));
@@ -232,6 +224,10 @@ pub fn pickup(spool: &Spool, hostname: &str, limits: &Limits) -> io::Result<usiz
         let _ = File::open(&dir).and_then(|d| d.sync_all());
     }
     Ok(queued)
+}
+
+fn reader_meta(file: &File) -> io::Result<fs::Metadata> {
+    file.metadata()
 }
 
 enum Bad {
@@ -270,8 +266,9 @@ fn pickup_one(
         Err(std::fs::TryLockError::WouldBlock) => return Err(Bad::Busy),
         Err(std::fs::TryLockError::Error(e)) => return Err(Bad::Transient(e)),
     }
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.ino() == meta.ino() && m.dev() == meta.dev() => {}
+    // Taken (and unlinked) by another pass between our open and our lock.
+    match reader_meta(&file) {
+        Ok(m) if m.nlink() > 0 => {}
         _ => return Err(Bad::Busy),
     }
     // Whatever wrote this file (sendmail, or a user by hand), the limits hold.
@@ -336,6 +333,15 @@ fn pickup_one(
     incoming
         .commit(&env)
         .map_err(|e| Bad::Transient(io::Error::other(e.to_string())))?;
+    // Remove the drop file while still holding its lock, so that no other pass can
+    // lock it, find it linked, and queue it a second time.
+    if let Err(e) = fs::remove_file(path) {
+        log::error!(
+            "{id}: {} queued but not removed: {}",
+            path.display(),
+            crate::time::io_reason(&e)
+        );
+    }
     log::info!(
         "{id}: uid={uid} ({user}), from=<{}>, size={size}, nrcpt={}",
         drop.sender,

@@ -27,6 +27,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -196,15 +197,9 @@ pub fn pickup(spool: &Spool, hostname: &str) -> io::Result<usize> {
             continue;
         }
         match pickup_one(spool, &path, hostname, now) {
-            Ok(id) => {
-                queued += 1;
-                if let Err(e) = fs::remove_file(&path) {
-                    log::error!(
-                        "{id}: maildrop/{name} queued but not removed: {}",
-                        crate::time::io_reason(&e)
-                    );
-                }
-            }
+            Ok(()) => queued += 1,
+            // Another pass is queueing it, or has just done so.
+            Err(Bad::Busy) => {}
             Err(Bad::Transient(e)) => {
                 log::warn!("maildrop/{name}: {}", crate::time::io_reason(&e));
             }
@@ -224,11 +219,17 @@ pub fn pickup(spool: &Spool, hostname: &str) -> io::Result<usize> {
 }
 
 enum Bad {
+    /// Locked or already removed by another pass.
+    Busy,
     Transient(io::Error),
     Corrupt(String),
 }
 
-fn pickup_one(spool: &Spool, path: &Path, hostname: &str, now: u64) -> Result<String, Bad> {
+/// Queue one drop file and remove it, under an exclusive `flock` on it: passes may run
+/// at once (serve's, a cron `flush`, the one `sendmail` starts), and only the one
+/// holding the lock queues the file, removing it before letting go; another finds it
+/// locked, or already unlinked once it gets the lock.
+fn pickup_one(spool: &Spool, path: &Path, hostname: &str, now: u64) -> Result<(), Bad> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -243,6 +244,13 @@ fn pickup_one(spool: &Spool, path: &Path, hostname: &str, now: u64) -> Result<St
     let meta = file.metadata().map_err(Bad::Transient)?;
     if !meta.is_file() {
         return Err(Bad::Corrupt("not a regular file".into()));
+    }
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Bad::Busy);
+    }
+    if file.metadata().map_err(Bad::Transient)?.nlink() == 0 {
+        return Err(Bad::Busy);
     }
     let uid = meta.uid();
     let mut reader = BufReader::new(file);
@@ -298,7 +306,15 @@ fn pickup_one(spool: &Spool, path: &Path, hostname: &str, now: u64) -> Result<St
         drop.sender,
         drop.recipients.len()
     );
-    Ok(id.to_string())
+    // Still holding the lock: `reader` owns the file until the function returns.
+    if let Err(e) = fs::remove_file(path) {
+        log::error!(
+            "{id}: {} queued but not removed: {}",
+            path.display(),
+            crate::time::io_reason(&e)
+        );
+    }
+    Ok(())
 }
 
 fn read_header(reader: &mut impl BufRead) -> Result<Drop, Bad> {
@@ -436,6 +452,41 @@ mod tests {
         // The drop file is gone; nothing is picked up twice.
         assert_eq!(pickup(&spool, "mx.test").expect("pickup"), 0);
         let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn concurrent_pickups_queue_a_drop_file_once() {
+        let (dir, spool) = temp_spool("race");
+        let root = spool.root().to_path_buf();
+        let drop = Drop {
+            sender: "alice@host.example".into(),
+            recipients: vec!["bob@example.org".into()],
+            eight_bit: false,
+        };
+        let path = submit(&root, &drop, b"Subject: once\r\n\r\nbody\r\n").expect("submit");
+        // Another pass holds the file: it is left alone.
+        let other = File::open(&path).expect("open");
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX) }, 0);
+        assert_eq!(pickup(&spool, "mx.test").expect("pickup"), 0);
+        assert!(path.exists());
+        drop_file(other);
+        // Many passes at once: exactly one queues it.
+        let queued: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| pickup(&spool, "mx.test").expect("pickup")))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(queued, 1);
+        assert_eq!(spool.list().expect("list").len(), 1);
+        assert!(!path.exists());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// `drop` is a local variable name in this module's tests.
+    fn drop_file(f: File) {
+        std::mem::drop(f);
     }
 
     #[test]

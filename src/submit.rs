@@ -236,6 +236,7 @@ fn smtp_on_stdio(config: &Config, config_path: &Path) -> i32 {
         directory: &directory,
         users: None,
         incoming: &mut incoming,
+        group: None,
         new_mail: &new_mail,
     });
     let stdout = io::stdout();

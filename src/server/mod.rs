@@ -84,6 +84,8 @@ struct Connection {
     tls_logged: bool,
     /// Replies are held until then (a failed AUTH); nothing is read or sent meanwhile.
     hold_until: Option<Instant>,
+    /// A received message waiting for the group commit at the end of this loop turn.
+    staged: Option<(Incoming, crate::spool::Envelope)>,
 }
 
 /// Everything that can change on SIGHUP.
@@ -408,6 +410,7 @@ impl Server {
                     _ => {}
                 }
             }
+            self.commit_staged();
             self.expire();
             if self.new_mail.take() {
                 self.passes.request();
@@ -418,6 +421,37 @@ impl Server {
             if self.stopping.is_some() && self.open == 0 {
                 info!("stopped");
                 return Ok(());
+            }
+        }
+    }
+
+    /// Group commit: every message that finished DATA in this loop turn is made
+    /// durable together (one fsync of msg/ and one of env/ for all), then each session
+    /// gets its `250` (or its error). Sessions with more pipelined mail may stage again.
+    fn commit_staged(&mut self) {
+        loop {
+            let mut slots = Vec::new();
+            let mut items = Vec::new();
+            for (slot, conn) in self.connections.iter_mut().enumerate() {
+                if let Some(item) = conn.as_mut().and_then(|c| c.staged.take()) {
+                    slots.push(slot);
+                    items.push(item);
+                }
+            }
+            if items.is_empty() {
+                return;
+            }
+            let results = crate::spool::commit_group(items);
+            let idle = self.settings.config.idle_timeout;
+            for (slot, result) in slots.into_iter().zip(results) {
+                if result.is_ok() {
+                    self.new_mail.set(true);
+                }
+                if let Some(Some(conn)) = self.connections.get_mut(slot) {
+                    conn.session.handle_commit_result(result.map(|_| ()));
+                    conn.deadline = Instant::now() + idle;
+                }
+                self.drive(slot);
             }
         }
     }
@@ -526,6 +560,7 @@ impl Server {
             peer_closed: false,
             tls_logged: false,
             hold_until: None,
+            staged: None,
         });
         self.open += 1;
         *self.per_ip.entry(ip).or_insert(0) += 1;
@@ -560,6 +595,7 @@ impl Server {
             directory: &self.settings.directory,
             users: self.settings.users.as_deref(),
             incoming: &mut conn.incoming,
+            group: None,
             new_mail: &self.new_mail,
         };
         conn.session.handle_disconnect(&mut backend);
@@ -602,6 +638,7 @@ impl Server {
                 directory: &self.settings.directory,
                 users: self.settings.users.as_deref(),
                 incoming: &mut conn.incoming,
+                group: None,
                 new_mail: &self.new_mail,
             };
             conn.session.abort(&reply, &mut backend);
@@ -724,12 +761,13 @@ fn drive_connection(
     loop {
         let mut progress = false;
         // 1. Let the session work on buffered input.
-        if !conn.pending.is_empty() && !conn.session.is_closed() {
+        if !conn.pending.is_empty() && !conn.session.is_closed() && !conn.session.is_committing() {
             let mut backend = SpoolBackend {
                 spool,
                 directory,
                 users: settings.users.as_deref(),
                 incoming: &mut conn.incoming,
+                group: Some(&mut conn.staged),
                 new_mail,
             };
             let was_data = conn.session.in_data();

@@ -599,6 +599,115 @@ impl Incoming {
     fn envelope_tmp_path(&self) -> PathBuf {
         self.spool.root.join("tmp").join(format!("{}.env", self.id))
     }
+
+    /// Steps 1 and 2 of the commit for one message of a group: data and envelope
+    /// durable in `tmp/`.
+    fn prepare_group(&mut self, envelope: &Envelope, progress: &mut Progress) -> io::Result<()> {
+        let Some(mut file) = self.file.take() else {
+            return Err(io::Error::other("message already committed"));
+        };
+        if envelope.id != self.id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("envelope {} given for message {}", envelope.id, self.id),
+            ));
+        }
+        if let Err(e) = file.flush() {
+            let _ = file.into_parts();
+            return Err(e);
+        }
+        let (file, _) = file.into_parts();
+        file.sync_all()?;
+        drop(file);
+        let mut env_file = create_exclusive(&self.envelope_tmp_path())?;
+        progress.envelope_tmp_created = true;
+        env_file.write_all(&envelope::encode(envelope))?;
+        env_file.sync_all()
+    }
+}
+
+/// Group commit: the same steps and order as [`Incoming::commit`] for several messages
+/// at once, with one fsync of `msg/` and one of `env/` for the whole group instead of
+/// one each per message. Every message's data is durable in `msg/` before any envelope
+/// is renamed into `env/`, so the invariants of the module hold for each message. One
+/// result per message, in order; a failed message leaves nothing visible.
+pub fn commit_group(items: Vec<(Incoming, Envelope)>) -> Vec<Result<QueueId, SpoolError>> {
+    struct Item {
+        incoming: Incoming,
+        progress: Progress,
+        error: Option<io::Error>,
+    }
+    let mut group: Vec<Item> = items
+        .into_iter()
+        .map(|(mut incoming, envelope)| {
+            let mut progress = Progress::default();
+            let error = incoming.prepare_group(&envelope, &mut progress).err();
+            Item {
+                incoming,
+                progress,
+                error,
+            }
+        })
+        .collect();
+    // Step 3: data into msg/, then one fsync of msg/ for all.
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for it in group.iter_mut().filter(|it| it.error.is_none()) {
+        let inc = &it.incoming;
+        match fs::rename(&inc.tmp_path, inc.spool.message_path(&inc.id)) {
+            Ok(()) => it.progress.message_renamed = true,
+            Err(e) => it.error = Some(e),
+        }
+        if !roots.contains(&inc.spool.root) {
+            roots.push(inc.spool.root.clone());
+        }
+    }
+    for root in &roots {
+        if let Err(e) = sync_dir(&root.join("msg")) {
+            fail_all(
+                &mut group.iter_mut().map(|it| &mut it.error).collect::<Vec<_>>(),
+                &e,
+            );
+        }
+    }
+    // Step 4: envelopes into env/ (the moment each message becomes visible), one fsync.
+    for it in group.iter_mut().filter(|it| it.error.is_none()) {
+        let inc = &it.incoming;
+        match fs::rename(inc.envelope_tmp_path(), inc.spool.env_path(&inc.id)) {
+            Ok(()) => it.progress.envelope_renamed = true,
+            Err(e) => it.error = Some(e),
+        }
+    }
+    for root in &roots {
+        if let Err(e) = sync_dir(&root.join("env")) {
+            fail_all(
+                &mut group.iter_mut().map(|it| &mut it.error).collect::<Vec<_>>(),
+                &e,
+            );
+        }
+    }
+    group
+        .into_iter()
+        .map(|mut it| match it.error.take() {
+            None => Ok(it.incoming.id.clone()),
+            Some(e) => {
+                it.incoming.undo(&it.progress);
+                Err(e.into())
+            }
+        })
+        .collect()
+}
+
+/// A directory fsync failed: no message of the group may be acknowledged.
+fn fail_all(errors: &mut [&mut Option<io::Error>], e: &io::Error) {
+    for slot in errors.iter_mut() {
+        if slot.is_none() {
+            // Keep the errno: ENOSPC must still become 452 4.3.1.
+            **slot = Some(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            });
+        }
+    }
 }
 
 impl Drop for Incoming {
@@ -872,5 +981,34 @@ mod tests {
             t.spool.lock(&id).err().map(|e| e.kind()),
             Some(io::ErrorKind::NotFound)
         );
+    }
+
+    #[test]
+    fn group_commit_makes_each_message_durable_or_nothing() {
+        let t = TempSpool::new("group");
+        let mut items = Vec::new();
+        for n in 0..3 {
+            let mut inc = t.spool.begin(1_000 + n).unwrap();
+            inc.write(format!("message {n}").as_bytes()).unwrap();
+            let mut env = envelope(inc.id(), 1_000 + n);
+            if n == 1 {
+                // A mismatched envelope fails this message alone.
+                env.id = QueueId::new(1, 1);
+            }
+            items.push((inc, env));
+        }
+        let results = commit_group(items);
+        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+        let listed = t.spool.list().unwrap();
+        assert_eq!(listed.len(), 2);
+        for (env, want) in listed.iter().zip(["message 0", "message 2"]) {
+            assert_eq!(
+                fs::read_to_string(t.spool.message_path(&env.id)).unwrap(),
+                want
+            );
+        }
+        // Nothing of the failed one is left, not even in tmp/.
+        assert_eq!(t.names("tmp"), Vec::<String>::new());
+        assert_eq!(t.names("msg").len(), 2);
     }
 }

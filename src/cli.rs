@@ -187,6 +187,10 @@ fn check(args: &[String]) -> i32 {
             return exit::CONFIG;
         }
     }
+    // Valid but risky settings: warnings on stderr, the exit code stays 0.
+    for w in crate::lint::warnings(&config, &crate::lint::FsFacts::gather(&config)) {
+        eprintln!("postling: warning: {w}");
+    }
     print!("{}", config::render(&config));
     exit::OK
 }

@@ -493,6 +493,37 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_pickups_queue_a_drop_file_once() {
+        use std::os::fd::AsRawFd;
+        let (dir, spool) = temp_spool("race");
+        let root = spool.root().to_path_buf();
+        let drop = Drop {
+            sender: "alice@host.example".into(),
+            recipients: vec!["bob@example.org".into()],
+            eight_bit: false,
+        };
+        let path = submit(&root, &drop, b"Subject: once\r\n\r\nbody\r\n").expect("submit");
+        // Another pass holds the file: it is left alone.
+        let other = File::open(&path).expect("open");
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX) }, 0);
+        assert_eq!(pickup(&spool, "mx.test", &TEST_LIMITS).expect("pickup"), 0);
+        assert!(path.exists());
+        std::mem::drop(other);
+        // Many passes at once: exactly one queues it.
+        let queued: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| pickup(&spool, "mx.test", &TEST_LIMITS).expect("pickup")))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        assert_eq!(queued, 1);
+        assert_eq!(spool.list().expect("list").len(), 1);
+        assert!(!path.exists());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn bad_files_go_to_corrupt_and_links_are_not_followed() {
         let (dir, spool) = temp_spool("bad");
         let root = spool.root().to_path_buf();

@@ -16,6 +16,13 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_postling");
 
+/// The binary under test: `$POSTLING_BIN` when set (`make test-static` points it at
+/// the static musl build), else the one cargo built for this test run. Prefer this
+/// to [`BIN`], which is always cargo's.
+pub fn bin() -> String {
+    std::env::var("POSTLING_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// A scratch directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 

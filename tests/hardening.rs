@@ -1,0 +1,308 @@
+//! Hardening (issue 7): what a user checks when things go wrong around the daemon: a
+//! full or read-only spool, hostile clients next to an honest one, hostile MX hosts,
+//! relay tricks, a damaged spool, symlinks in a Maildir.
+//!
+//! Everything is loopback. The disk tests mount a tmpfs and so need root; without it
+//! they print "skipped: needs root" and pass. The hostile-client test prints a table of
+//! the daemon's memory and an honest client's latency under each attack
+//! (`cargo test --test hardening -- --nocapture` shows it).
+
+mod common;
+mod delivery_support;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::{dir_names, eventually, is_root, vm_rss_kib, Client, Daemon, TempDir, BIN};
+use delivery_support::{
+    daemon, flush, message, queue, settle, submit, Dns, Json, Sink, ALIASES,
+};
+
+/// Makes the SMTP client's 5-minute timeouts 1 s (RFC 5321 §4.5.3.2 values / 300).
+const FAST_TIMEOUTS: &[(&str, &str)] = &[("POSTLING_TIMEOUT_DIVISOR", "300")];
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+
+/// A tmpfs of `size` (e.g. `512k`) mounted on a fresh directory; unmounted when dropped.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = TempDir::new("tmpfs");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, mode: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(self.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "remount {mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Bytes free for an unprivileged writer (statvfs f_bavail).
+    fn free(&self) -> u64 {
+        let c = std::ffi::CString::new(self.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a zeroed statvfs is a valid out-parameter; `c` is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        assert_eq!(rc, 0, "statvfs {}", self.path().display());
+        st.f_bavail as u64 * st.f_frsize as u64
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a process that still has a file open there must not make this fail.
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+/// A deterministic xorshift stream.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A message body of about `size` bytes: 76-character lines.
+fn body_of(size: usize, subject: &str) -> String {
+    let mut s = format!("Subject: {subject}\r\n\r\n");
+    let line = format!("{}\r\n", "0123456789abcdef".repeat(5).split_at(76).0);
+    while s.len() < size {
+        s.push_str(&line);
+    }
+    s
+}
+
+/// One transaction on a new connection, from `MAIL` to the reply to the end of data (or
+/// the first refusal on the way); the session is then asked for a NOOP, whose reply is
+/// returned as the second value ("" when the session was closed).
+fn transaction(port: u16, rcpt: &str, data: &str) -> (String, String) {
+    let mut c = Client::greeted(port);
+    assert!(c.cmd("EHLO t.example").starts_with("250"));
+    let r = c.cmd("MAIL FROM:<s@example.org>");
+    assert!(r.starts_with("250"), "MAIL: {r}");
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    assert!(r.starts_with("250"), "RCPT: {r}");
+    let r = c.cmd("DATA");
+    if !r.starts_with("354") {
+        let noop = c.cmd("NOOP");
+        return (r, noop);
+    }
+    c.send(data.as_bytes());
+    let r = c.cmd(".");
+    let noop = c.cmd("NOOP");
+    let _ = c.cmd("QUIT");
+    (r, noop)
+}
+
+/// `sendmail RCPT` through a `sendmail` symlink to the binary (argv[0] picks the mode),
+/// with `POSTLING_CONFIG`, the message on stdin.
+fn sendmail(d: &Daemon, args: &[&str], stdin: &[u8]) -> Output {
+    let link = d.dir.path().join("sendmail");
+    if fs::symlink_metadata(&link).is_err() {
+        symlink(BIN, &link).expect("sendmail symlink");
+    }
+    let mut child = Command::new(&link)
+        .args(args)
+        .env("POSTLING_CONFIG", &d.config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sendmail");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait sendmail");
+    let _ = writer.join();
+    out
+}
+
+/// Files (not the FIFO) in the spool's maildrop.
+fn maildrop_files(spool: &Path) -> Vec<String> {
+    dir_names(&spool.join("maildrop"))
+        .into_iter()
+        .filter(|n| n != ".pickup")
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Disk full, read-only spool
+
+#[test]
+fn full_spool_gives_452_leaves_nothing_partial_and_recovers() {
+    if !is_root() {
+        println!("skipped: needs root (mounts a 512k tmpfs for the spool)");
+        return;
+    }
+    let fs_ = Tmpfs::mount("512k");
+    let spool = fs_.path().join("spool");
+    let d = daemon(
+        &format!("spool = {}\n", spool.display()),
+        ALIASES,
+        &[],
+    );
+    // Fill the file system to ~48 KiB of free space with a file of our own.
+    let filler = fs_.path().join("filler");
+    let free = fs_.free();
+    fs::write(&filler, vec![b'f'; (free - 48 * 1024) as usize]).expect("filler");
+    assert!(fs_.free() < 64 * 1024, "free: {}", fs_.free());
+
+    // A message over twice the free space: 452 4.3.1, and the session goes on. (Small
+    // enough that, once the filler is gone, the spool holds it from SMTP plus the
+    // sendmail copy twice: in the maildrop and in the queue while it is picked up.)
+    let big = body_of(120 * 1024, "too big for the disk");
+    let (r, noop) = transaction(d.port, "friend@remote.example", &big);
+    assert!(r.starts_with("452 4.3.1"), "end of data on a full disk: {r:?}");
+    assert!(noop.starts_with("250"), "NOOP after the 452: {noop:?}");
+    assert!(d.log().contains("reject: DATA"), "{}", d.log());
+
+    // Nothing partial anywhere a user or delivery would look.
+    assert!(d.queue().is_empty(), "{:?}", d.queue());
+    assert_eq!(dir_names(&spool.join("msg")), Vec::<String>::new());
+    assert_eq!(dir_names(&spool.join("env")), Vec::<String>::new());
+    assert!(
+        eventually(Duration::from_secs(5), || dir_names(&spool.join("tmp")).is_empty()),
+        "tmp/ keeps {:?}",
+        dir_names(&spool.join("tmp"))
+    );
+
+    // sendmail with the same message: 75 (EX_TEMPFAIL), nothing left in the maildrop.
+    let out = sendmail(&d, &["-i", "friend@remote.example"], big.as_bytes());
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "sendmail on a full disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(maildrop_files(&spool), Vec::<String>::new());
+    assert!(d.queue().is_empty(), "{:?}", d.queue());
+
+    // Space freed: the same message is accepted, over SMTP and by sendmail.
+    fs::remove_file(&filler).expect("remove filler");
+    let (r, noop) = transaction(d.port, "friend@remote.example", &big);
+    assert!(r.starts_with("250 2.0.0"), "after freeing space: {r:?}");
+    assert!(noop.starts_with("250"));
+    let out = sendmail(&d, &["-i", "friend@remote.example"], big.as_bytes());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sendmail after freeing space: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || d.queue().len() == 2),
+        "queue: {:?}\nlog:\n{}",
+        d.queue(),
+        d.log()
+    );
+    // The queued copies are whole.
+    let msgs: Vec<String> = dir_names(&spool.join("msg"))
+        .iter()
+        .map(|n| fs::read_to_string(spool.join("msg").join(n)).expect("msg file"))
+        .collect();
+    assert_eq!(msgs.len(), 2);
+    for m in &msgs {
+        assert!(m.contains("Subject: too big for the disk"), "{}", &m[..200]);
+        assert!(m.len() > big.len(), "cut short: {} < {}", m.len(), big.len());
+    }
+    let mut d = d;
+    assert!(d.is_running(), "log:\n{}", d.log());
+}
+
+#[test]
+fn read_only_spool_gives_4xx_and_the_session_goes_on() {
+    if !is_root() {
+        println!("skipped: needs root (mounts a tmpfs for the spool and remounts it read-only)");
+        return;
+    }
+    let fs_ = Tmpfs::mount("4m");
+    let spool = fs_.path().join("spool");
+    let mut d = daemon(
+        &format!("spool = {}\n", spool.display()),
+        ALIASES,
+        &[],
+    );
+    // Root ignores a 0500 tmp/, so make the whole file system read-only instead.
+    fs_.remount("ro");
+    let small = body_of(2000, "read-only spool");
+    let mut c = Client::greeted(d.port);
+    assert!(c.cmd("EHLO t.example").starts_with("250"));
+    for round in 0..2 {
+        assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<friend@remote.example>").starts_with("250"));
+        let mut r = c.cmd("DATA");
+        if r.starts_with("354") {
+            c.send(small.as_bytes());
+            r = c.cmd(".");
+        }
+        assert!(
+            r.starts_with("451 4.3.") || r.starts_with("452 4.3."),
+            "round {round}: DATA on a read-only spool: {r:?}"
+        );
+        // The session goes on.
+        let r = c.cmd("RSET");
+        assert!(r.starts_with("250"), "RSET: {r:?}");
+    }
+    let out = sendmail(&d, &["-i", "friend@remote.example"], small.as_bytes());
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "sendmail on a read-only spool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.queue().is_empty(), "{:?}", d.queue());
+    // Writable again: the same session queues the message.
+    fs_.remount("rw");
+    assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<friend@remote.example>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(small.as_bytes());
+    let r = c.cmd(".");
+    assert!(r.starts_with("250 2.0.0"), "after remount rw: {r:?}");
+    assert_eq!(d.queue().len(), 1);
+    assert!(d.is_running(), "log:\n{}", d.log());
+}

@@ -306,3 +306,206 @@ fn read_only_spool_gives_4xx_and_the_session_goes_on() {
     assert_eq!(d.queue().len(), 1);
     assert!(d.is_running(), "log:\n{}", d.log());
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. Relay vectors from outside relay_from, without AUTH
+
+#[test]
+fn relay_tricks_from_a_stranger_are_refused_at_rcpt() {
+    // 127.0.0.1 is not in relay_from: the client is a stranger on the smtp listener.
+    let d = Daemon::start("relay_from = 10.255.255.1/32\n");
+    const VECTORS: &[&str] = &[
+        "user%other.example@mx.test",
+        "\"user@other.example\"@mx.test",
+        "user@other.example@mx.test",
+        "@mx.test:user@other.example",
+        "user@[127.0.0.1]",
+        "user@[IPv6:::1]",
+        "USER@OTHER.EXAMPLE",
+        "user@other.example.",
+        "user@mx.test.other.example",
+        "user!other.example@mx.test",
+        // The same with a local part that exists here.
+        "alice%other.example@mx.test",
+        "\"alice@other.example\"@mx.test",
+        "alice@other.example@mx.test",
+        "@mx.test:alice@other.example",
+        "@mx.test,@mx.test:alice@other.example",
+        "alice@[127.0.0.1]",
+        "alice@[IPv6:::1]",
+        "alice@mx.test.",
+        "alice@mx.test.other.example",
+        "alice!other.example@mx.test",
+        "other.example!alice@mx.test",
+        "alice%other.example%mx.test@mx.test",
+        "\"alice%other.example\"@mx.test",
+    ];
+    let mut accepted = Vec::new();
+    for v in VECTORS {
+        // A fresh session each: refusals count towards the error limit.
+        let mut c = Client::greeted(d.port);
+        assert!(c.cmd("EHLO stranger.example").starts_with("250"));
+        assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+        let r = c.cmd(&format!("RCPT TO:<{v}>"));
+        println!("RCPT TO:<{v}> -> {}", r.trim_end());
+        if !r.starts_with('5') {
+            accepted.push(format!("<{v}>: {}", r.trim_end()));
+        }
+        let r = c.cmd("DATA");
+        if !r.starts_with('5') {
+            accepted.push(format!("<{v}>: DATA got {}", r.trim_end()));
+            c.send(b"Subject: relay test\r\n\r\nrelayed?\r\n.\r\n");
+            let _ = c.reply();
+        }
+        let _ = c.cmd("QUIT");
+    }
+    // The legitimate local address is accepted (domains are case-insensitive).
+    let mut c = Client::greeted(d.port);
+    assert!(c.cmd("EHLO stranger.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+    let r = c.cmd("RCPT TO:<alice@MX.TEST>");
+    assert!(r.starts_with("250"), "alice@MX.TEST: {r:?}");
+    assert!(
+        accepted.is_empty(),
+        "relay vectors not refused at RCPT:\n{}",
+        accepted.join("\n")
+    );
+    assert!(d.queue().is_empty(), "{:?}", d.queue());
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. A damaged spool
+
+/// Config lines pointing delivery at `dns` and `port`, without TLS.
+fn mx_config(dns: &Dns, port: u16) -> String {
+    format!("{}smtp_port = {port}\noutbound_tls = none\n", dns.config())
+}
+
+/// Plants `env/ID` with `env` (None: no envelope) and `msg/ID` with `msg` (None: none).
+fn plant(spool: &Path, id: &str, env: Option<&[u8]>, msg: Option<&[u8]>) {
+    if let Some(e) = env {
+        fs::write(spool.join("env").join(id), e).expect("plant env");
+    }
+    if let Some(m) = msg {
+        fs::write(spool.join("msg").join(id), m).expect("plant msg");
+    }
+}
+
+#[test]
+fn corrupt_spool_files_go_to_corrupt_and_the_good_message_is_delivered() {
+    let port = delivery_support::sink_port();
+    let dns = Dns::start(&[
+        "--mx-host=remote.test,mx.remote.test,10",
+        "--host-record=mx.remote.test,127.0.0.2",
+    ]);
+    let mut d = daemon(&mx_config(&dns, port), ALIASES, FAST_TIMEOUTS);
+    let spool = d.dir.path().join("spool");
+    // A good message, deferred (nothing listens on 127.0.0.2 yet).
+    let good = submit(&d, "alice@mx.test", &["user@remote.test"], &message("good-one"));
+    settle(&d, Duration::from_secs(15), |q| {
+        q.len() == 1 && q[0]["recipients"][0]["status"].str() == "deferred"
+    });
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5));
+    let env = fs::read_to_string(spool.join("env").join(&good)).expect("good envelope");
+    let msg = fs::read(spool.join("msg").join(&good)).expect("good message");
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+
+    // Set A: planted, then `queue` lists only the good message.
+    let truncated = env.replace(&good, "0000000000000BAD01");
+    let truncated = &truncated.as_bytes()[..truncated.len() / 2];
+    plant(&spool, "0000000000000BAD01", Some(truncated), Some(&msg));
+    plant(&spool, "0000000000000BAD02", Some(&rng.bytes(300)), Some(&msg));
+    let out = d.run(&["queue", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains(&good), "{listed}");
+    let out = d.run(&["queue"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains(&good) && !text.contains("BAD0"), "{text}");
+
+    // Set B: planted, then `flush` moves them away, says so, delivers the good one.
+    let renamed = env.replace(&good, "0000000000000BAD03");
+    plant(&spool, "0000000000000BAD03", Some(b""), Some(&msg)); // empty envelope
+    plant(&spool, "0000000000000BAD04", Some(renamed.as_bytes()), None); // no msg/
+    // A whole envelope whose id line names another message.
+    plant(&spool, "0000000000000BAD05", Some(env.as_bytes()), Some(&msg));
+    let mut noise = b"postling-envelope 1\nid 0000000000000BAD06\n".to_vec();
+    noise.extend(rng.bytes(2000));
+    plant(&spool, "0000000000000BAD06", Some(&noise), Some(&msg));
+    // A drop file that is not one.
+    fs::write(spool.join("maildrop").join("1796402152025808.1.0"), rng.bytes(500))
+        .expect("plant drop");
+
+    let sink = Sink::start("127.0.0.2", port, &[]);
+    let out = flush(&d, FAST_TIMEOUTS);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "flush:\n{log}");
+    assert!(
+        sink.wait_for(1, Duration::from_secs(10)),
+        "good message not delivered:\n{log}"
+    );
+    let got = sink.messages();
+    assert_eq!(got.len(), 1, "exactly the good message arrives");
+    assert_eq!(got[0].header("Subject").as_deref(), Some("good-one"));
+    for n in 1..=6 {
+        let id = format!("0000000000000BAD0{n}");
+        assert!(
+            !spool.join("env").join(&id).exists(),
+            "{id} still in env/:\n{log}"
+        );
+        assert!(
+            spool.join("corrupt").join(format!("{id}.env")).exists(),
+            "{id} not in corrupt/: {:?}\n{log}",
+            dir_names(&spool.join("corrupt"))
+        );
+        if n != 4 {
+            assert!(
+                spool.join("corrupt").join(format!("{id}.msg")).exists(),
+                "{id}'s message not in corrupt/: {:?}",
+                dir_names(&spool.join("corrupt"))
+            );
+        }
+        // Set A may have been moved by `queue` already; set B is flush's to report.
+        if n >= 3 {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains(&id) && l.contains("corrupt")),
+                "the log does not say {id} went to corrupt/:\n{log}"
+            );
+        }
+    }
+    assert!(
+        maildrop_files(&spool).is_empty(),
+        "garbage drop file left in maildrop/: {:?}\n{log}",
+        maildrop_files(&spool)
+    );
+    assert!(
+        dir_names(&spool.join("corrupt"))
+            .iter()
+            .any(|n| n.contains("1796402152025808")),
+        "garbage drop file not in corrupt/: {:?}\n{log}",
+        dir_names(&spool.join("corrupt"))
+    );
+    assert!(d.queue().is_empty(), "{:?}", d.queue());
+    // Nothing was bounced: alice (the good message's sender, and the copies') got nothing.
+    assert!(d.maildir("alice").is_empty(), "{:?}", d.maildir("alice"));
+
+    // A daemon started over a spool with garbage in it serves, and moves it away too.
+    plant(&spool, "0000000000000BAD07", Some(&rng.bytes(100)), Some(&msg));
+    d.spawn();
+    let mut c = Client::greeted(d.port);
+    assert!(c.cmd("EHLO t.example").starts_with("250"));
+    assert!(
+        eventually(Duration::from_secs(10), || spool
+            .join("corrupt/0000000000000BAD07.env")
+            .exists()),
+        "log:\n{}",
+        d.log()
+    );
+    assert!(d.is_running());
+    assert!(d.maildir("alice").is_empty(), "{:?}", d.maildir("alice"));
+    assert_eq!(sink.count(), 1);
+}

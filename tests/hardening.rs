@@ -509,3 +509,155 @@ fn corrupt_spool_files_go_to_corrupt_and_the_good_message_is_delivered() {
     assert!(d.maildir("alice").is_empty(), "{:?}", d.maildir("alice"));
     assert_eq!(sink.count(), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. Symlinks in and around a Maildir
+
+/// Every file (not directory) under `dir`, recursively, without following symlinks.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => out.extend(files_under(&p)),
+            Ok(_) => out.push(p),
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+/// The log line about the delivery to `rcpt` (`to=<rcpt>, … status=…`), once there is one.
+fn delivery_line(d: &Daemon, rcpt: &str, within: Duration) -> Option<String> {
+    let needle = format!("to=<{rcpt}>");
+    let mut found = None;
+    eventually(within, || {
+        found = d
+            .log()
+            .lines()
+            .find(|l| l.contains(&needle) && l.contains("status="))
+            .map(str::to_owned);
+        found.is_some()
+    });
+    found
+}
+
+/// Sends bob → alice after `plant` rearranged alice's Maildir (given alice's Maildir and
+/// an outside directory); asserts the delivery was refused (deferred or bounced) and that
+/// nothing was written outside. Returns the log line.
+fn symlink_case(name: &str, plant: impl FnOnce(&Path, &Path)) -> String {
+    let d = Daemon::start("");
+    let outside = TempDir::new("outside");
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(outside.path().join(sub)).expect("outside maildir");
+    }
+    let alice = d.dir.path().join("mail/alice");
+    plant(&alice, outside.path());
+    let mut c = Client::greeted(d.port);
+    assert!(c.cmd("EHLO t.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<bob@mx.test>").starts_with("250"));
+    let r = c.cmd("RCPT TO:<alice@mx.test>");
+    let line = if r.starts_with('5') {
+        format!("refused at RCPT: {r}")
+    } else {
+        assert!(r.starts_with("250"), "{name}: RCPT: {r}");
+        assert!(c.cmd("DATA").starts_with("354"));
+        let r = c.cmd(&format!("Subject: {name}\r\n\r\nwhere does this go?\r\n."));
+        assert!(r.starts_with("250"), "{name}: {r}");
+        let line = delivery_line(&d, "alice@mx.test", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{name}: no delivery line; log:\n{}", d.log()));
+        assert!(
+            line.contains("status=deferred") || line.contains("status=bounced"),
+            "{name}: delivered through a symlink: {line}"
+        );
+        line
+    };
+    let _ = c.cmd("QUIT");
+    // Let any pass finish before looking.
+    thread::sleep(Duration::from_millis(300));
+    let written = files_under(outside.path());
+    assert!(
+        written.is_empty(),
+        "{name}: written through the symlink: {written:?}\nlog:\n{}",
+        d.log()
+    );
+    assert!(
+        !d.log().lines().any(|l| l.contains("to=<alice@mx.test>") && l.contains("status=sent")),
+        "{name}: log:\n{}",
+        d.log()
+    );
+    line
+}
+
+fn replace_with_symlink(path: &Path, target: &Path) {
+    fs::remove_dir_all(path).expect("remove");
+    symlink(target, path).expect("symlink");
+}
+
+#[test]
+fn maildir_symlinks_are_never_written_through() {
+    let mut lines = Vec::new();
+    lines.push(symlink_case("tmp is a symlink", |alice, outside| {
+        replace_with_symlink(&alice.join("tmp"), &outside.join("tmp"))
+    }));
+    lines.push(symlink_case("new is a symlink", |alice, outside| {
+        replace_with_symlink(&alice.join("new"), &outside.join("new"))
+    }));
+    lines.push(symlink_case("cur is a symlink", |alice, outside| {
+        replace_with_symlink(&alice.join("cur"), &outside.join("cur"))
+    }));
+    lines.push(symlink_case("the Maildir is a symlink", |alice, outside| {
+        replace_with_symlink(alice, outside)
+    }));
+    lines.push(symlink_case("tmp is a dangling symlink", |alice, outside| {
+        // Were it followed, a directory (and a file in it) would appear outside.
+        replace_with_symlink(&alice.join("tmp"), &outside.join("tmp/made-by-postling"))
+    }));
+    for l in &lines {
+        println!("{l}");
+    }
+}
+
+#[test]
+fn symlinks_planted_inside_tmp_and_new_are_left_alone() {
+    let d = Daemon::start("");
+    let victim_dir = TempDir::new("victim");
+    let victim = victim_dir.path().join("victim");
+    fs::write(&victim, "untouched\n").expect("victim");
+    let alice = d.dir.path().join("mail/alice");
+    for sub in ["tmp", "new", "cur"] {
+        for n in 0..50 {
+            symlink(&victim, alice.join(sub).join(format!("planted-{n}"))).expect("plant");
+        }
+    }
+    for i in 0..5 {
+        submit(&d, "bob@mx.test", &["alice@mx.test"], &message(&format!("planted {i}")));
+    }
+    let delivered = || {
+        dir_names(&alice.join("new"))
+            .iter()
+            .filter(|n| !n.starts_with("planted-"))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || delivered() == 5),
+        "log:\n{}",
+        d.log()
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched\n");
+    for sub in ["tmp", "new", "cur"] {
+        for n in 0..50 {
+            let p = alice.join(sub).join(format!("planted-{n}"));
+            assert!(fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+        }
+    }
+    // The delivered files are regular files, not links.
+    for n in dir_names(&alice.join("new")) {
+        if !n.starts_with("planted-") {
+            assert!(fs::symlink_metadata(alice.join("new").join(&n)).unwrap().is_file());
+        }
+    }
+}

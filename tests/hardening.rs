@@ -661,3 +661,579 @@ fn symlinks_planted_inside_tmp_and_new_are_left_alone() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 2. Hostile clients next to an honest one
+
+/// How one honest transaction went.
+#[derive(Debug)]
+enum Outcome {
+    Ok,
+    /// `421 4.7.0` at the greeting: the connection limit, answered at once.
+    Refused,
+    Failed(String),
+}
+
+/// One full honest transaction (EHLO … QUIT, a message to alice), bounded by timeouts.
+fn honest_transaction(port: u16, n: u64) -> Outcome {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(format!("connect: {e}")),
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok();
+    let mut c = Client {
+        reader: BufReader::new(s),
+    };
+    let banner = c.reply();
+    if banner.starts_with("421 4.7.0") {
+        return Outcome::Refused;
+    }
+    if !banner.starts_with("220 ") {
+        return Outcome::Failed(format!("banner: {banner:?}"));
+    }
+    let steps: [(String, &str); 6] = [
+        ("EHLO honest.example".into(), "250"),
+        ("MAIL FROM:<honest@example.org>".into(), "250"),
+        ("RCPT TO:<alice@mx.test>".into(), "250"),
+        ("DATA".into(), "354"),
+        (
+            format!("Subject: honest {n}\r\nMessage-ID: <honest.{n}@example.org>\r\n\r\nhello\r\n."),
+            "250",
+        ),
+        ("QUIT".into(), "221"),
+    ];
+    for (cmd, want) in steps {
+        if c.reader.get_mut().write_all(format!("{cmd}\r\n").as_bytes()).is_err() {
+            return Outcome::Failed(format!("write {cmd:.20}"));
+        }
+        let r = c.reply();
+        if !r.starts_with(want) {
+            return Outcome::Failed(format!("{cmd:.20} -> {r:?}"));
+        }
+    }
+    Outcome::Ok
+}
+
+/// An honest client doing one transaction every 100 ms in the background.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Vec<(Duration, Outcome)>>,
+}
+
+static HONEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Probe {
+    fn start(port: u16) -> Probe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let n = HONEST_SEQ.fetch_add(1, Ordering::SeqCst);
+                let outcome = honest_transaction(port, n);
+                samples.push((started.elapsed(), outcome));
+                thread::sleep(Duration::from_millis(100).saturating_sub(started.elapsed()));
+            }
+            samples
+        });
+        Probe { stop, handle }
+    }
+
+    fn finish(self) -> Vec<(Duration, Outcome)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().expect("probe thread")
+    }
+}
+
+/// The peak VmRSS of `pid` while it runs.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::SeqCst) {
+                peak = peak.max(vm_rss_kib(pid).unwrap_or(0));
+                thread::sleep(Duration::from_millis(10));
+            }
+            peak.max(vm_rss_kib(pid).unwrap_or(0))
+        });
+        RssSampler { stop, handle }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().expect("rss thread")
+    }
+}
+
+/// The figures for one attack.
+struct Report {
+    name: &'static str,
+    rss_before: u64,
+    rss_peak: u64,
+    rss_after: u64,
+    samples: Vec<(Duration, Outcome)>,
+    note: String,
+}
+
+impl Report {
+    fn latencies(&self) -> Vec<Duration> {
+        let mut v: Vec<Duration> = self.samples.iter().map(|s| s.0).collect();
+        v.sort();
+        v
+    }
+    fn median(&self) -> Duration {
+        let v = self.latencies();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    }
+    fn max(&self) -> Duration {
+        self.latencies().last().copied().unwrap_or_default()
+    }
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.samples.iter().filter(|s| f(&s.1)).count()
+    }
+    fn line(&self) -> String {
+        format!(
+            "{:<24} RSS {:>6} / {:>6} / {:>6} KiB  honest: {:>3} ok {:>3} refused {:>2} failed  median {:>4} ms  max {:>5} ms  {}",
+            self.name,
+            self.rss_before,
+            self.rss_peak,
+            self.rss_after,
+            self.count(|o| matches!(o, Outcome::Ok)),
+            self.count(|o| matches!(o, Outcome::Refused)),
+            self.count(|o| matches!(o, Outcome::Failed(_))),
+            self.median().as_millis(),
+            self.max().as_millis(),
+            self.note
+        )
+    }
+}
+
+/// Runs `attack` (which returns a note for the table) while the honest client and the
+/// RSS sampler run.
+fn under_attack(d: &Daemon, name: &'static str, attack: impl FnOnce() -> String) -> Report {
+    let pid = d.pid();
+    thread::sleep(Duration::from_millis(300));
+    let rss_before = vm_rss_kib(pid).unwrap_or(0);
+    let sampler = RssSampler::start(pid);
+    let probe = Probe::start(d.port);
+    thread::sleep(Duration::from_millis(300));
+    let note = attack();
+    thread::sleep(Duration::from_millis(300));
+    let samples = probe.finish();
+    let rss_peak = sampler.finish();
+    thread::sleep(Duration::from_millis(500));
+    let rss_after = vm_rss_kib(pid).unwrap_or(0);
+    let r = Report {
+        name,
+        rss_before,
+        rss_peak,
+        rss_after,
+        samples,
+        note,
+    };
+    println!("{}", r.line());
+    r
+}
+
+/// Reads everything until EOF or `within` passes; returns the bytes and whether EOF came.
+fn read_to_close(s: &mut TcpStream, within: Duration) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + within;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (all, false);
+        }
+        s.set_read_timeout(Some(left.min(Duration::from_millis(200)))).ok();
+        match s.read(&mut buf) {
+            Ok(0) => return (all, true),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (all, true), // reset: closed too
+        }
+    }
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s
+}
+
+/// Counts the reply lines that start with `code`.
+fn replies_starting(bytes: &[u8], code: &str) -> usize {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| l.starts_with(code))
+        .count()
+}
+
+/// A 10 MB command line: one 500 5.5.2, then the session goes on (or is closed cleanly).
+fn attack_long_line(port: u16) -> Result<String, String> {
+    let mut s = connect(port);
+    let mut w = s.try_clone().expect("clone");
+    let writer = thread::spawn(move || {
+        let _ = w.write_all(b"EHLO long.example\r\nNOOP ");
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..160 {
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let _ = w.write_all(b"\r\nNOOP\r\nQUIT\r\n");
+    });
+    let (bytes, closed) = read_to_close(&mut s, Duration::from_secs(30));
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let errors = replies_starting(&bytes, "500 5.5.2");
+    if !closed {
+        return Err(format!("10 MB line: still open after 30 s: {text:?}"));
+    }
+    let survived = errors == 1 && text.contains("\r\n250 2.0.0") && text.contains("221 ");
+    let cut = errors <= 1 && text.lines().last().is_some_and(|l| l.starts_with("421 "));
+    if survived {
+        Ok("one 500 5.5.2, NOOP and QUIT answered".into())
+    } else if cut {
+        Ok(format!("closed: {}", text.lines().last().unwrap_or("")))
+    } else {
+        Err(format!("10 MB line: {errors} × 500 5.5.2, replies {text:?}"))
+    }
+}
+
+/// 1000 connections held open: at most max_connections (64) greeted, the rest get
+/// `421 4.7.0`; the greeted ones are cut off by idle_timeout.
+fn attack_connection_flood(port: u16) -> Result<String, String> {
+    let mut held = Vec::new();
+    let (mut greeted, mut refused, mut other) = (0, 0, Vec::new());
+    for _ in 0..1000 {
+        let mut s = match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => s,
+            Err(e) => {
+                other.push(format!("connect: {e}"));
+                continue;
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let banner = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if banner.starts_with("220 ") {
+            greeted += 1;
+            held.push(s);
+        } else if banner.starts_with("421 4.7.0") {
+            refused += 1;
+        } else {
+            other.push(banner);
+        }
+    }
+    // Hold them past idle_timeout (2 s): the greeted ones are told 421 4.4.2.
+    thread::sleep(Duration::from_millis(2500));
+    let mut timed_out = 0;
+    for s in &mut held {
+        let (bytes, closed) = read_to_close(s, Duration::from_secs(2));
+        if closed && String::from_utf8_lossy(&bytes).contains("421 4.4.2") {
+            timed_out += 1;
+        }
+    }
+    drop(held);
+    let note = format!(
+        "{greeted} greeted, {refused} refused 421 4.7.0, {timed_out} cut by idle_timeout"
+    );
+    if !other.is_empty() || greeted > 64 || greeted < 48 || greeted + refused != 1000 {
+        return Err(format!("connection flood: {note}; other: {other:?}"));
+    }
+    if timed_out != greeted {
+        return Err(format!("connection flood: {note}: not all cut off"));
+    }
+    Ok(note)
+}
+
+/// Ten clients trickling a command one byte a second: each is cut off by idle_timeout.
+fn attack_trickle(port: u16) -> Result<String, String> {
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            thread::spawn(move || -> Result<Duration, String> {
+                let mut s = connect(port);
+                let mut buf = [0u8; 256];
+                let n = s.read(&mut buf).unwrap_or(0);
+                if !buf[..n].starts_with(b"220 ") {
+                    return Err(format!("banner {:?}", String::from_utf8_lossy(&buf[..n])));
+                }
+                let started = Instant::now();
+                s.set_nonblocking(true).ok();
+                let mut got = Vec::new();
+                for b in b"EHLO trickle.example\r\nMAIL FROM:<t@example.org>\r\n".iter().cycle() {
+                    if started.elapsed() > Duration::from_secs(15) {
+                        return Err("not cut off after 15 s".into());
+                    }
+                    if s.write_all(&[*b]).is_err() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_secs(1));
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break,
+                    }
+                    if String::from_utf8_lossy(&got).contains("421 4.4.2") {
+                        break;
+                    }
+                }
+                Ok(started.elapsed())
+            })
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    for h in handles {
+        let t = h.join().expect("trickle thread")?;
+        worst = worst.max(t);
+    }
+    if worst > Duration::from_secs(5) {
+        return Err(format!("trickle: cut off only after {worst:?}"));
+    }
+    Ok(format!("10 tricklers cut off within {:.1} s", worst.as_secs_f64()))
+}
+
+/// An HTTP request: one reply, then the connection is closed (50 times).
+fn attack_http(port: u16) -> Result<String, String> {
+    for _ in 0..50 {
+        let mut s = connect(port);
+        s.write_all(b"GET / HTTP/1.1\r\nHost: mx.test\r\nUser-Agent: x\r\nAccept: */*\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let (bytes, closed) = read_to_close(&mut s, Duration::from_secs(5));
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        // The banner, then exactly one reply.
+        if !closed || lines.len() != 2 || !lines[0].starts_with("220 ") {
+            return Err(format!("HTTP request: closed={closed}, replies {text:?}"));
+        }
+    }
+    Ok("50 × banner + one reply + close".into())
+}
+
+/// Ten clients each pipelining 10,000 NOOPs without reading, and one pushing 50 MB of
+/// NOOPs: the daemon stops reading from them (the big one's writes block once the
+/// socket buffers are full); later every NOOP is answered.
+fn attack_pipelined_noops(port: u16) -> Result<String, String> {
+    let mut conns = Vec::new();
+    let noops = b"NOOP\r\n".repeat(10_000);
+    for _ in 0..10 {
+        let s = connect(port);
+        let mut w = s.try_clone().expect("clone");
+        let data = noops.clone();
+        let writer = thread::spawn(move || w.write_all(&data).is_ok());
+        conns.push((s, writer));
+    }
+    // The big one: its writes block once the daemon stops reading.
+    let big = connect(port);
+    let mut w = big.try_clone().expect("clone");
+    let big_writer = thread::spawn(move || {
+        let chunk = b"NOOP\r\n".repeat(10_000);
+        let mut sent = 0usize;
+        for _ in 0..870 {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    // Nobody reads for a while.
+    thread::sleep(Duration::from_secs(2));
+    let mut answered = Vec::new();
+    for (mut s, writer) in conns {
+        // Replies: banner, then 10,000 × "250 2.0.0 Ok"; or a 421 if it ended the session.
+        let mut reader = BufReader::new(s.try_clone().expect("clone"));
+        let mut n = 0;
+        let mut line = String::new();
+        let mut last = String::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if line.starts_with("250") {
+                n += 1;
+            }
+            last = line.clone();
+            if n == 10_000 || line.starts_with("421") {
+                break;
+            }
+        }
+        if !writer.join().unwrap_or(false) && !last.starts_with("421") {
+            return Err(format!("pipelined NOOPs: write failed after {n} replies"));
+        }
+        if n != 10_000 && !last.starts_with("421") {
+            return Err(format!("pipelined NOOPs: {n} replies, last {last:?}"));
+        }
+        answered.push(n);
+    }
+    let _ = big.shutdown(Shutdown::Both);
+    let sent = big_writer.join().expect("big writer");
+    let note = format!(
+        "10 × 10,000 NOOPs: {:?} answered; the 50 MB one blocked after {} KiB",
+        answered.iter().min().unwrap_or(&0),
+        sent / 1024
+    );
+    if sent >= 870 * 60_000 {
+        return Err(format!("{note}: the daemon read all 50 MB without replies being read"));
+    }
+    Ok(note)
+}
+
+/// Aborted TLS handshakes: after STARTTLS and on the implicit-TLS port, a truncated
+/// ClientHello then close, garbage, or nothing (200 of each kind).
+fn attack_tls_abort(port: u16, tls_port: u16) -> Result<String, String> {
+    // A ClientHello record header announcing 512 bytes, and the start of the handshake.
+    let mut hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    hello.extend(Rng(7).bytes(40));
+    let mut cut = 0;
+    for i in 0..200 {
+        let mut s = connect(port);
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf);
+        s.write_all(b"EHLO tls.example\r\n").map_err(|e| e.to_string())?;
+        let _ = s.read(&mut buf);
+        s.write_all(b"STARTTLS\r\n").map_err(|e| e.to_string())?;
+        let n = s.read(&mut buf).unwrap_or(0);
+        if !buf[..n].starts_with(b"220") {
+            return Err(format!(
+                "STARTTLS {i}: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ));
+        }
+        match i % 3 {
+            0 => {
+                let _ = s.write_all(&hello);
+            }
+            1 => {
+                let _ = s.write_all(&Rng(i as u64 + 1).bytes(300));
+            }
+            _ => {}
+        }
+        drop(s);
+        let mut t = connect(tls_port);
+        match i % 3 {
+            0 => {
+                let _ = t.write_all(&hello);
+            }
+            1 => {
+                let _ = t.write_all(b"EHLO not-tls.example\r\n");
+                let (_, closed) = read_to_close(&mut t, Duration::from_secs(5));
+                cut += closed as usize;
+            }
+            _ => {}
+        }
+    }
+    Ok(format!(
+        "200 aborted STARTTLS + 200 aborted implicit TLS; {cut}/67 plaintext-on-465 closed"
+    ))
+}
+
+#[test]
+fn hostile_clients_do_not_hurt_an_honest_one() {
+    let (_cert_dir, tls) = common::tls_config();
+    let tls_port = common::free_port();
+    // 2000 per IP so that the global max_connections (default 64) is the limit seen.
+    let d = Daemon::start(&format!(
+        "{tls}idle_timeout = 2s\nmax_connections_per_ip = 2000\n\
+         listen = 127.0.0.1:{tls_port} submissions\n"
+    ));
+    let port = d.port;
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    let mut run = |name: &'static str, attack: &dyn Fn() -> Result<String, String>| {
+        let mut result = Ok(String::new());
+        let r = under_attack(&d, name, || {
+            result = attack();
+            match &result {
+                Ok(note) => note.clone(),
+                Err(e) => format!("ERROR {e}"),
+            }
+        });
+        if let Err(e) = result {
+            errors.push(format!("{name}: {e}"));
+        }
+        reports.push(r);
+    };
+    println!(
+        "{:<24} RSS before / peak / after; honest transactions every 100 ms",
+        "attack"
+    );
+    run("none (baseline)", &|| {
+        thread::sleep(Duration::from_secs(2));
+        Ok(String::new())
+    });
+    run("10 MB line", &|| attack_long_line(port));
+    run("1000 connections", &|| attack_connection_flood(port));
+    run("1 byte/s trickle", &|| attack_trickle(port));
+    run("HTTP request", &|| attack_http(port));
+    run("pipelined NOOPs", &|| attack_pipelined_noops(port));
+    run("aborted TLS", &|| attack_tls_abort(port, tls_port));
+    let mut d = d;
+    assert!(d.is_running(), "daemon died; log tail:\n{}", tail(&d.log(), 40));
+
+    for r in &reports {
+        if r.rss_peak > 64 * 1024 {
+            errors.push(format!("{}: RSS peak {} KiB > 64 MiB", r.name, r.rss_peak));
+        }
+        if r.rss_after > r.rss_before + 16 * 1024 {
+            errors.push(format!(
+                "{}: RSS after {} KiB, before {} KiB",
+                r.name, r.rss_after, r.rss_before
+            ));
+        }
+        if r.max() > Duration::from_secs(2) {
+            errors.push(format!("{}: honest max latency {:?}", r.name, r.max()));
+        }
+        let failed: Vec<&String> = r
+            .samples
+            .iter()
+            .filter_map(|s| match &s.1 {
+                Outcome::Failed(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        if !failed.is_empty() {
+            errors.push(format!("{}: honest transactions failed: {failed:?}", r.name));
+        }
+        // Only the connection flood may turn the honest client away (the limit is
+        // global), and then at once with 421 4.7.0.
+        let refused = r.count(|o| matches!(o, Outcome::Refused));
+        if refused > 0 && r.name != "1000 connections" {
+            errors.push(format!("{}: honest client refused {refused} times", r.name));
+        }
+        if r.count(|o| matches!(o, Outcome::Ok)) == 0 && r.name != "1000 connections" {
+            errors.push(format!("{}: no honest transaction went through", r.name));
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "{}\nlog tail:\n{}",
+        errors.join("\n"),
+        tail(&d.log(), 40)
+    );
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1027,9 +1027,8 @@ fn attack_http(port: u16) -> Result<String, String> {
     Ok("50 × banner + one reply + close".into())
 }
 
-/// Ten clients each pipelining 10,000 NOOPs without reading, and one pushing 50 MB of
-/// NOOPs: the daemon stops reading from them (the big one's writes block once the
-/// socket buffers are full); later every NOOP is answered.
+/// Ten clients each pipelining 10,000 NOOPs without reading: later every NOOP is
+/// answered in order (or the session is ended with 421).
 fn attack_pipelined_noops(port: u16) -> Result<String, String> {
     let mut conns = Vec::new();
     let noops = b"NOOP\r\n".repeat(10_000);
@@ -1040,20 +1039,6 @@ fn attack_pipelined_noops(port: u16) -> Result<String, String> {
         let writer = thread::spawn(move || w.write_all(&data).is_ok());
         conns.push((s, writer));
     }
-    // The big one: its writes block once the daemon stops reading.
-    let big = connect(port);
-    let mut w = big.try_clone().expect("clone");
-    let big_writer = thread::spawn(move || {
-        let chunk = b"NOOP\r\n".repeat(10_000);
-        let mut sent = 0usize;
-        for _ in 0..870 {
-            if w.write_all(&chunk).is_err() {
-                break;
-            }
-            sent += chunk.len();
-        }
-        sent
-    });
     // Nobody reads for a while.
     thread::sleep(Duration::from_secs(2));
     let mut answered = Vec::new();
@@ -1086,17 +1071,74 @@ fn attack_pipelined_noops(port: u16) -> Result<String, String> {
         }
         answered.push(n);
     }
+    Ok(format!(
+        "10 × 10,000 NOOPs: {:?} answered",
+        answered.iter().min().unwrap_or(&0)
+    ))
+}
+
+/// 50 MB of pipelined NOOPs, replies never read: the daemon stops reading (the writes
+/// block once the socket buffers are full), and its memory stays bounded.
+fn attack_unread_noops(port: u16) -> Result<String, String> {
+    let big = connect(port);
+    let mut w = big.try_clone().expect("clone");
+    let big_writer = thread::spawn(move || {
+        let chunk = b"NOOP\r\n".repeat(10_000);
+        let mut sent = 0usize;
+        for _ in 0..870 {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    thread::sleep(Duration::from_secs(3));
     let _ = big.shutdown(Shutdown::Both);
     let sent = big_writer.join().expect("big writer");
-    let note = format!(
-        "10 × 10,000 NOOPs: {:?} answered; the 50 MB one blocked after {} KiB",
-        answered.iter().min().unwrap_or(&0),
-        sent / 1024
-    );
+    let note = format!("the 50 MB writer blocked after {} KiB", sent / 1024);
     if sent >= 870 * 60_000 {
         return Err(format!("{note}: the daemon read all 50 MB without replies being read"));
     }
     Ok(note)
+}
+
+/// A client that pipelines NOOPs as fast as it can for 5 s while reading every reply.
+fn attack_noop_stream(port: u16) -> Result<String, String> {
+    let s = connect(port);
+    let mut w = s.try_clone().expect("clone");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let writer = thread::spawn(move || {
+        let chunk = b"NOOP\r\n".repeat(10_000);
+        let mut sent = 0usize;
+        while !flag.load(Ordering::SeqCst) {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += 10_000;
+        }
+        sent
+    });
+    let mut r = s.try_clone().expect("clone");
+    let reader = thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0usize;
+        r.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += buf[..n].iter().filter(|&&b| b == b'\n').count();
+        }
+        got
+    });
+    thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::SeqCst);
+    let _ = s.shutdown(Shutdown::Both);
+    let sent = writer.join().expect("writer");
+    let got = reader.join().expect("reader");
+    Ok(format!("{sent} NOOPs sent, {got} replies read in 5 s"))
 }
 
 /// Aborted TLS handshakes: after STARTTLS and on the implicit-TLS port, a truncated
@@ -1148,21 +1190,20 @@ fn attack_tls_abort(port: u16, tls_port: u16) -> Result<String, String> {
     ))
 }
 
-#[test]
-fn hostile_clients_do_not_hurt_an_honest_one() {
-    let (_cert_dir, tls) = common::tls_config();
-    let tls_port = common::free_port();
-    // 2000 per IP so that the global max_connections (default 64) is the limit seen.
-    let d = Daemon::start(&format!(
-        "{tls}idle_timeout = 2s\nmax_connections_per_ip = 2000\n\
-         listen = 127.0.0.1:{tls_port} submissions\n"
-    ));
-    let port = d.port;
-    let mut reports = Vec::new();
+type Attack<'a> = (&'static str, Box<dyn Fn() -> Result<String, String> + 'a>);
+
+/// Runs each attack against `d` while the honest client measures; returns the problems
+/// found: an attack's own failure, RSS over 64 MiB or not given back, an honest
+/// transaction that failed, was refused (unless `may_refuse`) or took over `max_latency`.
+fn measure(d: &Daemon, attacks: Vec<Attack>, may_refuse: &[&str], max_latency: Duration) -> Vec<String> {
     let mut errors = Vec::new();
-    let mut run = |name: &'static str, attack: &dyn Fn() -> Result<String, String>| {
+    println!(
+        "{:<24} RSS before / peak / after; honest transactions every 100 ms",
+        "attack"
+    );
+    for (name, attack) in attacks {
         let mut result = Ok(String::new());
-        let r = under_attack(&d, name, || {
+        let r = under_attack(d, name, || {
             result = attack();
             match &result {
                 Ok(note) => note.clone(),
@@ -1172,26 +1213,6 @@ fn hostile_clients_do_not_hurt_an_honest_one() {
         if let Err(e) = result {
             errors.push(format!("{name}: {e}"));
         }
-        reports.push(r);
-    };
-    println!(
-        "{:<24} RSS before / peak / after; honest transactions every 100 ms",
-        "attack"
-    );
-    run("none (baseline)", &|| {
-        thread::sleep(Duration::from_secs(2));
-        Ok(String::new())
-    });
-    run("10 MB line", &|| attack_long_line(port));
-    run("1000 connections", &|| attack_connection_flood(port));
-    run("1 byte/s trickle", &|| attack_trickle(port));
-    run("HTTP request", &|| attack_http(port));
-    run("pipelined NOOPs", &|| attack_pipelined_noops(port));
-    run("aborted TLS", &|| attack_tls_abort(port, tls_port));
-    let mut d = d;
-    assert!(d.is_running(), "daemon died; log tail:\n{}", tail(&d.log(), 40));
-
-    for r in &reports {
         if r.rss_peak > 64 * 1024 {
             errors.push(format!("{}: RSS peak {} KiB > 64 MiB", r.name, r.rss_peak));
         }
@@ -1201,7 +1222,7 @@ fn hostile_clients_do_not_hurt_an_honest_one() {
                 r.name, r.rss_after, r.rss_before
             ));
         }
-        if r.max() > Duration::from_secs(2) {
+        if r.max() > max_latency {
             errors.push(format!("{}: honest max latency {:?}", r.name, r.max()));
         }
         let failed: Vec<&String> = r
@@ -1215,22 +1236,76 @@ fn hostile_clients_do_not_hurt_an_honest_one() {
         if !failed.is_empty() {
             errors.push(format!("{}: honest transactions failed: {failed:?}", r.name));
         }
-        // Only the connection flood may turn the honest client away (the limit is
-        // global), and then at once with 421 4.7.0.
+        // Only a connection flood may turn the honest client away (the limit is global),
+        // and then at once with 421 4.7.0.
         let refused = r.count(|o| matches!(o, Outcome::Refused));
-        if refused > 0 && r.name != "1000 connections" {
+        if refused > 0 && !may_refuse.contains(&r.name) {
             errors.push(format!("{}: honest client refused {refused} times", r.name));
         }
-        if r.count(|o| matches!(o, Outcome::Ok)) == 0 && r.name != "1000 connections" {
+        if r.count(|o| matches!(o, Outcome::Ok)) == 0 && !may_refuse.contains(&r.name) {
             errors.push(format!("{}: no honest transaction went through", r.name));
         }
     }
+    errors
+}
+
+/// A daemon for the attacks: TLS (STARTTLS, and a submissions port), idle_timeout 2 s,
+/// and a per-IP limit high enough that the global max_connections (64) is what a flood
+/// from 127.0.0.1 meets. Returns it with its submissions port and the certificate guard.
+fn attack_daemon() -> (Daemon, u16, TempDir) {
+    let (cert_dir, tls) = common::tls_config();
+    let tls_port = common::free_port();
+    let d = Daemon::start(&format!(
+        "{tls}idle_timeout = 2s\nmax_connections_per_ip = 2000\n\
+         listen = 127.0.0.1:{tls_port} submissions\n"
+    ));
+    (d, tls_port, cert_dir)
+}
+
+#[test]
+fn hostile_clients_do_not_hurt_an_honest_one() {
+    let (d, tls_port, _cert) = attack_daemon();
+    let port = d.port;
+    let attacks: Vec<Attack> = vec![
+        ("none (baseline)", Box::new(|| {
+            thread::sleep(Duration::from_secs(2));
+            Ok(String::new())
+        })),
+        ("10 MB line", Box::new(|| attack_long_line(port))),
+        ("1000 connections", Box::new(|| attack_connection_flood(port))),
+        ("1 byte/s trickle", Box::new(|| attack_trickle(port))),
+        ("HTTP request", Box::new(|| attack_http(port))),
+        ("pipelined NOOPs", Box::new(|| attack_pipelined_noops(port))),
+        ("aborted TLS", Box::new(|| attack_tls_abort(port, tls_port))),
+    ];
+    let errors = measure(&d, attacks, &["1000 connections"], Duration::from_secs(2));
+    let mut d = d;
+    assert!(d.is_running(), "daemon died; log tail:\n{}", tail(&d.log(), 40));
     assert!(
         errors.is_empty(),
         "{}\nlog tail:\n{}",
         errors.join("\n"),
         tail(&d.log(), 40)
     );
+}
+
+/// BUG: the event loop has no fairness bound. `drive_connection` (src/server/mod.rs)
+/// loops as long as it makes progress, so one client that keeps its socket full of
+/// pipelined commands (and reads the replies, or has kernel buffers left to fill) holds
+/// the loop: every other session waits. Measured: honest latency max 4.9 s for a 5 s
+/// NOOP stream (baseline 20 ms), and 0.9–1.6 s while 50 MB of unread NOOPs fill the
+/// socket buffers.
+#[test]
+#[ignore = "BUG: one client pipelining commands starves every other session (src/server/mod.rs drive_connection has no per-turn budget)"]
+fn a_pipelining_client_does_not_stall_the_others() {
+    let (d, _tls_port, _cert) = attack_daemon();
+    let port = d.port;
+    let attacks: Vec<Attack> = vec![
+        ("50 MB NOOPs, unread", Box::new(|| attack_unread_noops(port))),
+        ("NOOP stream, read", Box::new(|| attack_noop_stream(port))),
+    ];
+    let errors = measure(&d, attacks, &[], Duration::from_millis(500));
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
 
 fn tail(text: &str, n: usize) -> String {

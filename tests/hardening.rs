@@ -1312,3 +1312,230 @@ fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+// ---------------------------------------------------------------------------------------
+// 3. Hostile MX hosts (postling as the client)
+
+/// A port free on every one of 127.0.0.1 … 127.0.0.`last` right now.
+fn port_free_on(last: u8) -> u16 {
+    'next: for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = first.local_addr().expect("addr").port();
+        let mut held = vec![first];
+        for n in 2..=last {
+            match TcpListener::bind((format!("127.0.0.{n}").as_str(), port)) {
+                Ok(l) => held.push(l),
+                Err(_) => continue 'next,
+            }
+        }
+        return port;
+    }
+    panic!("no port free on all of 127.0.0.1-{last}");
+}
+
+/// Reads lines from the client until EOF (or an error); returns them.
+fn drain(s: &mut TcpStream) {
+    let mut buf = [0u8; 4096];
+    s.set_read_timeout(None).ok();
+    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// Reads one line (up to LF) from the client; None at EOF.
+fn read_line(r: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line),
+    }
+}
+
+/// A hostile MX on `ip:port`: every connection is handed to `behave` in its own thread.
+fn hostile_mx(ip: &str, port: u16, behave: fn(TcpStream)) {
+    let l = TcpListener::bind((ip, port)).expect("bind hostile MX");
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            thread::spawn(move || behave(s));
+        }
+    });
+}
+
+fn mx_silent(mut s: TcpStream) {
+    drain(&mut s);
+}
+
+fn mx_greets_then_hangs(mut s: TcpStream) {
+    let _ = s.write_all(b"220 hang.test ESMTP\r\n");
+    drain(&mut s);
+}
+
+/// Greets, then answers EHLO with an endless multi-line reply of binary garbage.
+fn mx_multiline_garbage(s: TcpStream) {
+    let mut w = s.try_clone().expect("clone");
+    let _ = w.write_all(b"220 garbage.test ESMTP\r\n");
+    let mut r = BufReader::new(s);
+    let _ = read_line(&mut r);
+    let mut rng = Rng(99);
+    for _ in 0..100_000 {
+        let mut line = b"250-".to_vec();
+        line.extend(rng.bytes(60).iter().map(|b| if *b == b'\n' { b'?' } else { *b }));
+        line.extend_from_slice(b"\r\n");
+        if w.write_all(&line).is_err() {
+            return;
+        }
+    }
+    drain(r.get_mut());
+}
+
+/// Greets, then answers everything with lines that are no SMTP reply at all.
+fn mx_not_smtp(s: TcpStream) {
+    let mut w = s.try_clone().expect("clone");
+    let _ = w.write_all(b"220 badcode.test ESMTP\r\n");
+    let mut r = BufReader::new(s);
+    while read_line(&mut r).is_some() {
+        if w
+            .write_all(b"HTTP/1.1 400 Bad Request\r\n\x00\xff\xfe\r\n2x5 what\r\n")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A 10 MB greeting line.
+fn mx_long_line(s: TcpStream) {
+    let mut w = s.try_clone().expect("clone");
+    let _ = w.write_all(b"220 ");
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..160 {
+        if w.write_all(&chunk).is_err() {
+            return;
+        }
+    }
+    let _ = w.write_all(b"\r\n");
+    let mut s = s;
+    drain(&mut s);
+}
+
+/// Plays along up to the 354, takes some of the message, then closes.
+fn mx_closes_mid_data(s: TcpStream) {
+    let mut w = s.try_clone().expect("clone");
+    let _ = w.write_all(b"220 middata.test ESMTP\r\n");
+    let mut r = BufReader::new(s);
+    while let Some(line) = read_line(&mut r) {
+        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" => b"250-middata.test\r\n250 8BITMIME\r\n",
+            "DATA" => {
+                let _ = w.write_all(b"354 go ahead\r\n");
+                let _ = read_line(&mut r);
+                let _ = read_line(&mut r);
+                let _ = w.shutdown(Shutdown::Both);
+                return;
+            }
+            "QUIT" => b"221 bye\r\n",
+            _ => b"250 ok\r\n",
+        };
+        if w.write_all(reply).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn hostile_mx_hosts_defer_in_time_and_the_good_domain_is_delivered() {
+    let port = port_free_on(8);
+    let hostile: &[(&str, &str, fn(TcpStream))] = &[
+        ("silent.test", "127.0.0.2", mx_silent),
+        ("hang.test", "127.0.0.3", mx_greets_then_hangs),
+        ("garbage.test", "127.0.0.4", mx_multiline_garbage),
+        ("badcode.test", "127.0.0.5", mx_not_smtp),
+        ("longline.test", "127.0.0.6", mx_long_line),
+        ("middata.test", "127.0.0.7", mx_closes_mid_data),
+    ];
+    let mut zone = Vec::new();
+    for (domain, ip, behave) in hostile {
+        hostile_mx(ip, port, *behave);
+        zone.push(format!("--mx-host={domain},mx.{domain},10"));
+        zone.push(format!("--host-record=mx.{domain},{ip}"));
+    }
+    zone.push("--mx-host=good.test,mx.good.test,10".into());
+    zone.push("--host-record=mx.good.test,127.0.0.8".into());
+    let zone: Vec<&str> = zone.iter().map(String::as_str).collect();
+    let dns = Dns::start(&zone);
+    let sink = Sink::start("127.0.0.8", port, &[]);
+    let d = daemon(&mx_config(&dns, port), ALIASES, FAST_TIMEOUTS);
+
+    let mut rcpts: Vec<String> = hostile.iter().map(|(dom, _, _)| format!("user@{dom}")).collect();
+    rcpts.push("user@good.test".into());
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    submit(&d, "alice@mx.test", &rcpts, &message("hostile-mx"));
+    // The good domain is not held up by the others.
+    assert!(
+        sink.wait_for(1, Duration::from_secs(10)),
+        "good.test got nothing; log:\n{}",
+        d.log()
+    );
+    let good_after = started.elapsed();
+    // Every hostile destination ends deferred, within the scaled timeouts (/300: 1 s for
+    // the 5-minute ones, 2 s for the end of data, 12 s for a whole connection).
+    settle(&d, Duration::from_secs(30), |q| {
+        q.len() == 1
+            && q[0]["recipients"].items().iter().all(|r| {
+                let want = if r["address"].str() == "user@good.test" {
+                    "delivered"
+                } else {
+                    "deferred"
+                };
+                r["status"].str() == want
+            })
+    });
+    let settled_after = started.elapsed();
+    println!("good.test delivered after {good_after:?}; all deferred after {settled_after:?}");
+    let q = queue(&d);
+    let mut problems = Vec::new();
+    for r in q[0]["recipients"].items() {
+        let addr = r["address"].str();
+        if addr == "user@good.test" {
+            continue;
+        }
+        let reply = r["last_reply"].str();
+        let line = d
+            .log()
+            .lines()
+            .find(|l| l.contains(&format!("to=<{addr}>")) && l.contains("status="))
+            .unwrap_or("")
+            .to_string();
+        let delay = line
+            .split("delay=")
+            .nth(1)
+            .and_then(|v| v.split(',').next())
+            .unwrap_or("?")
+            .to_string();
+        println!("{addr:<20} delay={delay:<4} last_reply: {reply}");
+        // A 4xx reply that names the host it is about.
+        let ip = hostile
+            .iter()
+            .find(|(dom, _, _)| addr.ends_with(&format!("@{dom}")))
+            .map(|h| h.1)
+            .unwrap_or("?");
+        if !reply.starts_with('4') || !reply.contains(&format!("[{ip}]")) {
+            problems.push(format!("{addr}: last_reply {reply:?}"));
+        }
+        if reply.len() > 600 || reply.chars().any(|c| c.is_control()) {
+            problems.push(format!("{addr}: last_reply not a sane line: {reply:.200?}"));
+        }
+        if r["attempts"].u64() != Some(1) || r["next_attempt"].is_null() {
+            problems.push(format!("{addr}: {r:?}"));
+        }
+        if delay.parse::<u64>().map_or(true, |s| s > 15) {
+            problems.push(format!("{addr}: delay {delay}: {line}"));
+        }
+    }
+    assert!(settled_after < Duration::from_secs(30));
+    assert!(problems.is_empty(), "{}\nlog:\n{}", problems.join("\n"), d.log());
+    assert_eq!(sink.count(), 1);
+    assert_eq!(sink.messages()[0].rcpts(), ["user@good.test"]);
+    let mut d = d;
+    assert!(d.is_running());
+}

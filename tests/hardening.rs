@@ -1539,3 +1539,40 @@ fn hostile_mx_hosts_defer_in_time_and_the_good_domain_is_delivered() {
     let mut d = d;
     assert!(d.is_running());
 }
+
+// ---------------------------------------------------------------------------------------
+// Crash leftovers (found by tests/soak.rs)
+
+/// BUG: a crash between commit steps 3 and 4 (src/spool/mod.rs: `msg/ID` renamed into
+/// place, `env/ID` not yet) leaves a `msg/ID` no envelope refers to. Delivery rightly
+/// never sees it, but nothing ever removes it either (`clean_tmp` only looks at tmp/),
+/// so every such crash leaks a whole message on the spool disk for good: the soak test
+/// leaves 1–7 of them per ~30 kills.
+#[test]
+#[ignore = "BUG: msg/ID without env/ID (crash between commit steps 3 and 4) is never cleaned up: the spool leaks"]
+fn a_message_file_orphaned_by_a_crash_is_cleaned_up() {
+    let mut d = Daemon::start("");
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5));
+    let spool = d.dir.path().join("spool");
+    let orphan = spool.join("msg/0000000000000ABC01");
+    fs::write(&orphan, "Received: by mx.test\r\nSubject: orphan\r\n\r\nbody\r\n").expect("plant");
+    // As old as a tmp/ file that `serve` removes at startup (more than an hour).
+    let out = Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&orphan)
+        .output()
+        .expect("touch");
+    assert!(out.status.success());
+    d.spawn();
+    let cleaned = eventually(Duration::from_secs(10), || {
+        let _ = d.run(&["flush"]);
+        !orphan.exists()
+    });
+    assert!(
+        cleaned,
+        "msg/ still holds the orphan: {:?} (corrupt/: {:?})",
+        dir_names(&spool.join("msg")),
+        dir_names(&spool.join("corrupt"))
+    );
+}

@@ -13,18 +13,16 @@ mod delivery_support;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{dir_names, eventually, is_root, vm_rss_kib, Client, Daemon, TempDir, BIN};
-use delivery_support::{
-    daemon, flush, message, queue, settle, submit, Dns, Json, Sink, ALIASES,
-};
+use delivery_support::{daemon, flush, message, queue, settle, submit, Dns, Sink, ALIASES};
 
 /// Makes the SMTP client's 5-minute timeouts 1 s (RFC 5321 §4.5.3.2 values / 300).
 const FAST_TIMEOUTS: &[(&str, &str)] = &[("POSTLING_TIMEOUT_DIVISOR", "300")];
@@ -41,7 +39,13 @@ impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
         let dir = TempDir::new("tmpfs");
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .output()
             .expect("run mount");
@@ -180,11 +184,7 @@ fn full_spool_gives_452_leaves_nothing_partial_and_recovers() {
     }
     let fs_ = Tmpfs::mount("512k");
     let spool = fs_.path().join("spool");
-    let d = daemon(
-        &format!("spool = {}\n", spool.display()),
-        ALIASES,
-        &[],
-    );
+    let d = daemon(&format!("spool = {}\n", spool.display()), ALIASES, &[]);
     // Fill the file system to ~48 KiB of free space with a file of our own.
     let filler = fs_.path().join("filler");
     let free = fs_.free();
@@ -196,7 +196,10 @@ fn full_spool_gives_452_leaves_nothing_partial_and_recovers() {
     // sendmail copy twice: in the maildrop and in the queue while it is picked up.)
     let big = body_of(120 * 1024, "too big for the disk");
     let (r, noop) = transaction(d.port, "friend@remote.example", &big);
-    assert!(r.starts_with("452 4.3.1"), "end of data on a full disk: {r:?}");
+    assert!(
+        r.starts_with("452 4.3.1"),
+        "end of data on a full disk: {r:?}"
+    );
     assert!(noop.starts_with("250"), "NOOP after the 452: {noop:?}");
     assert!(d.log().contains("reject: DATA"), "{}", d.log());
 
@@ -205,7 +208,8 @@ fn full_spool_gives_452_leaves_nothing_partial_and_recovers() {
     assert_eq!(dir_names(&spool.join("msg")), Vec::<String>::new());
     assert_eq!(dir_names(&spool.join("env")), Vec::<String>::new());
     assert!(
-        eventually(Duration::from_secs(5), || dir_names(&spool.join("tmp")).is_empty()),
+        eventually(Duration::from_secs(5), || dir_names(&spool.join("tmp"))
+            .is_empty()),
         "tmp/ keeps {:?}",
         dir_names(&spool.join("tmp"))
     );
@@ -247,7 +251,12 @@ fn full_spool_gives_452_leaves_nothing_partial_and_recovers() {
     assert_eq!(msgs.len(), 2);
     for m in &msgs {
         assert!(m.contains("Subject: too big for the disk"), "{}", &m[..200]);
-        assert!(m.len() > big.len(), "cut short: {} < {}", m.len(), big.len());
+        assert!(
+            m.len() > big.len(),
+            "cut short: {} < {}",
+            m.len(),
+            big.len()
+        );
     }
     let mut d = d;
     assert!(d.is_running(), "log:\n{}", d.log());
@@ -261,11 +270,7 @@ fn read_only_spool_gives_4xx_and_the_session_goes_on() {
     }
     let fs_ = Tmpfs::mount("4m");
     let spool = fs_.path().join("spool");
-    let mut d = daemon(
-        &format!("spool = {}\n", spool.display()),
-        ALIASES,
-        &[],
-    );
+    let mut d = daemon(&format!("spool = {}\n", spool.display()), ALIASES, &[]);
     // Root ignores a 0500 tmp/, so make the whole file system read-only instead.
     fs_.remount("ro");
     let small = body_of(2000, "read-only spool");
@@ -401,7 +406,12 @@ fn corrupt_spool_files_go_to_corrupt_and_the_good_message_is_delivered() {
     let mut d = daemon(&mx_config(&dns, port), ALIASES, FAST_TIMEOUTS);
     let spool = d.dir.path().join("spool");
     // A good message, deferred (nothing listens on 127.0.0.2 yet).
-    let good = submit(&d, "alice@mx.test", &["user@remote.test"], &message("good-one"));
+    let good = submit(
+        &d,
+        "alice@mx.test",
+        &["user@remote.test"],
+        &message("good-one"),
+    );
     settle(&d, Duration::from_secs(15), |q| {
         q.len() == 1 && q[0]["recipients"][0]["status"].str() == "deferred"
     });
@@ -415,14 +425,27 @@ fn corrupt_spool_files_go_to_corrupt_and_the_good_message_is_delivered() {
     let truncated = env.replace(&good, "0000000000000BAD01");
     let truncated = &truncated.as_bytes()[..truncated.len() / 2];
     plant(&spool, "0000000000000BAD01", Some(truncated), Some(&msg));
-    plant(&spool, "0000000000000BAD02", Some(&rng.bytes(300)), Some(&msg));
+    plant(
+        &spool,
+        "0000000000000BAD02",
+        Some(&rng.bytes(300)),
+        Some(&msg),
+    );
     let out = d.run(&["queue", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(listed.contains(&good), "{listed}");
     let out = d.run(&["queue"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains(&good) && !text.contains("BAD0"), "{text}");
 
@@ -430,14 +453,22 @@ fn corrupt_spool_files_go_to_corrupt_and_the_good_message_is_delivered() {
     let renamed = env.replace(&good, "0000000000000BAD03");
     plant(&spool, "0000000000000BAD03", Some(b""), Some(&msg)); // empty envelope
     plant(&spool, "0000000000000BAD04", Some(renamed.as_bytes()), None); // no msg/
-    // A whole envelope whose id line names another message.
-    plant(&spool, "0000000000000BAD05", Some(env.as_bytes()), Some(&msg));
+                                                                         // A whole envelope whose id line names another message.
+    plant(
+        &spool,
+        "0000000000000BAD05",
+        Some(env.as_bytes()),
+        Some(&msg),
+    );
     let mut noise = b"postling-envelope 1\nid 0000000000000BAD06\n".to_vec();
     noise.extend(rng.bytes(2000));
     plant(&spool, "0000000000000BAD06", Some(&noise), Some(&msg));
     // A drop file that is not one.
-    fs::write(spool.join("maildrop").join("1796402152025808.1.0"), rng.bytes(500))
-        .expect("plant drop");
+    fs::write(
+        spool.join("maildrop").join("1796402152025808.1.0"),
+        rng.bytes(500),
+    )
+    .expect("plant drop");
 
     let sink = Sink::start("127.0.0.2", port, &[]);
     let out = flush(&d, FAST_TIMEOUTS);
@@ -494,7 +525,12 @@ fn corrupt_spool_files_go_to_corrupt_and_the_good_message_is_delivered() {
     assert!(d.maildir("alice").is_empty(), "{:?}", d.maildir("alice"));
 
     // A daemon started over a spool with garbage in it serves, and moves it away too.
-    plant(&spool, "0000000000000BAD07", Some(&rng.bytes(100)), Some(&msg));
+    plant(
+        &spool,
+        "0000000000000BAD07",
+        Some(&rng.bytes(100)),
+        Some(&msg),
+    );
     d.spawn();
     let mut c = Client::greeted(d.port);
     assert!(c.cmd("EHLO t.example").starts_with("250"));
@@ -585,7 +621,9 @@ fn symlink_case(name: &str, plant: impl FnOnce(&Path, &Path)) -> String {
         d.log()
     );
     assert!(
-        !d.log().lines().any(|l| l.contains("to=<alice@mx.test>") && l.contains("status=sent")),
+        !d.log()
+            .lines()
+            .any(|l| l.contains("to=<alice@mx.test>") && l.contains("status=sent")),
         "{name}: log:\n{}",
         d.log()
     );
@@ -609,13 +647,17 @@ fn maildir_symlinks_are_never_written_through() {
     lines.push(symlink_case("cur is a symlink", |alice, outside| {
         replace_with_symlink(&alice.join("cur"), &outside.join("cur"))
     }));
-    lines.push(symlink_case("the Maildir is a symlink", |alice, outside| {
-        replace_with_symlink(alice, outside)
-    }));
-    lines.push(symlink_case("tmp is a dangling symlink", |alice, outside| {
-        // Were it followed, a directory (and a file in it) would appear outside.
-        replace_with_symlink(&alice.join("tmp"), &outside.join("tmp/made-by-postling"))
-    }));
+    lines.push(symlink_case(
+        "the Maildir is a symlink",
+        replace_with_symlink,
+    ));
+    lines.push(symlink_case(
+        "tmp is a dangling symlink",
+        |alice, outside| {
+            // Were it followed, a directory (and a file in it) would appear outside.
+            replace_with_symlink(&alice.join("tmp"), &outside.join("tmp/made-by-postling"))
+        },
+    ));
     for l in &lines {
         println!("{l}");
     }
@@ -634,7 +676,12 @@ fn symlinks_planted_inside_tmp_and_new_are_left_alone() {
         }
     }
     for i in 0..5 {
-        submit(&d, "bob@mx.test", &["alice@mx.test"], &message(&format!("planted {i}")));
+        submit(
+            &d,
+            "bob@mx.test",
+            &["alice@mx.test"],
+            &message(&format!("planted {i}")),
+        );
     }
     let delivered = || {
         dir_names(&alice.join("new"))
@@ -657,7 +704,9 @@ fn symlinks_planted_inside_tmp_and_new_are_left_alone() {
     // The delivered files are regular files, not links.
     for n in dir_names(&alice.join("new")) {
         if !n.starts_with("planted-") {
-            assert!(fs::symlink_metadata(alice.join("new").join(&n)).unwrap().is_file());
+            assert!(fs::symlink_metadata(alice.join("new").join(&n))
+                .unwrap()
+                .is_file());
         }
     }
 }
@@ -699,13 +748,19 @@ fn honest_transaction(port: u16, n: u64) -> Outcome {
         ("RCPT TO:<alice@mx.test>".into(), "250"),
         ("DATA".into(), "354"),
         (
-            format!("Subject: honest {n}\r\nMessage-ID: <honest.{n}@example.org>\r\n\r\nhello\r\n."),
+            format!(
+                "Subject: honest {n}\r\nMessage-ID: <honest.{n}@example.org>\r\n\r\nhello\r\n."
+            ),
             "250",
         ),
         ("QUIT".into(), "221"),
     ];
     for (cmd, want) in steps {
-        if c.reader.get_mut().write_all(format!("{cmd}\r\n").as_bytes()).is_err() {
+        if c.reader
+            .get_mut()
+            .write_all(format!("{cmd}\r\n").as_bytes())
+            .is_err()
+        {
             return Outcome::Failed(format!("write {cmd:.20}"));
         }
         let r = c.reply();
@@ -855,7 +910,8 @@ fn read_to_close(s: &mut TcpStream, within: Duration) -> (Vec<u8>, bool) {
         if left.is_zero() {
             return (all, false);
         }
-        s.set_read_timeout(Some(left.min(Duration::from_millis(200)))).ok();
+        s.set_read_timeout(Some(left.min(Duration::from_millis(200))))
+            .ok();
         match s.read(&mut buf) {
             Ok(0) => return (all, true),
             Ok(n) => all.extend_from_slice(&buf[..n]),
@@ -911,7 +967,9 @@ fn attack_long_line(port: u16) -> Result<String, String> {
     } else if cut {
         Ok(format!("closed: {}", text.lines().last().unwrap_or("")))
     } else {
-        Err(format!("10 MB line: {errors} × 500 5.5.2, replies {text:?}"))
+        Err(format!(
+            "10 MB line: {errors} × 500 5.5.2, replies {text:?}"
+        ))
     }
 }
 
@@ -951,10 +1009,9 @@ fn attack_connection_flood(port: u16) -> Result<String, String> {
         }
     }
     drop(held);
-    let note = format!(
-        "{greeted} greeted, {refused} refused 421 4.7.0, {timed_out} cut by idle_timeout"
-    );
-    if !other.is_empty() || greeted > 64 || greeted < 48 || greeted + refused != 1000 {
+    let note =
+        format!("{greeted} greeted, {refused} refused 421 4.7.0, {timed_out} cut by idle_timeout");
+    if !other.is_empty() || !(48..=64).contains(&greeted) || greeted + refused != 1000 {
         return Err(format!("connection flood: {note}; other: {other:?}"));
     }
     if timed_out != greeted {
@@ -977,7 +1034,10 @@ fn attack_trickle(port: u16) -> Result<String, String> {
                 let started = Instant::now();
                 s.set_nonblocking(true).ok();
                 let mut got = Vec::new();
-                for b in b"EHLO trickle.example\r\nMAIL FROM:<t@example.org>\r\n".iter().cycle() {
+                for b in b"EHLO trickle.example\r\nMAIL FROM:<t@example.org>\r\n"
+                    .iter()
+                    .cycle()
+                {
                     if started.elapsed() > Duration::from_secs(15) {
                         return Err("not cut off after 15 s".into());
                     }
@@ -1007,7 +1067,10 @@ fn attack_trickle(port: u16) -> Result<String, String> {
     if worst > Duration::from_secs(5) {
         return Err(format!("trickle: cut off only after {worst:?}"));
     }
-    Ok(format!("10 tricklers cut off within {:.1} s", worst.as_secs_f64()))
+    Ok(format!(
+        "10 tricklers cut off within {:.1} s",
+        worst.as_secs_f64()
+    ))
 }
 
 /// An HTTP request: one reply, then the connection is closed (50 times).
@@ -1042,7 +1105,7 @@ fn attack_pipelined_noops(port: u16) -> Result<String, String> {
     // Nobody reads for a while.
     thread::sleep(Duration::from_secs(2));
     let mut answered = Vec::new();
-    for (mut s, writer) in conns {
+    for (s, writer) in conns {
         // Replies: banner, then 10,000 × "250 2.0.0 Ok"; or a 421 if it ended the session.
         let mut reader = BufReader::new(s.try_clone().expect("clone"));
         let mut n = 0;
@@ -1098,7 +1161,9 @@ fn attack_unread_noops(port: u16) -> Result<String, String> {
     let sent = big_writer.join().expect("big writer");
     let note = format!("the 50 MB writer blocked after {} KiB", sent / 1024);
     if sent >= 870 * 60_000 {
-        return Err(format!("{note}: the daemon read all 50 MB without replies being read"));
+        return Err(format!(
+            "{note}: the daemon read all 50 MB without replies being read"
+        ));
     }
     Ok(note)
 }
@@ -1145,14 +1210,17 @@ fn attack_noop_stream(port: u16) -> Result<String, String> {
 /// ClientHello then close, garbage, or nothing (200 of each kind).
 fn attack_tls_abort(port: u16, tls_port: u16) -> Result<String, String> {
     // A ClientHello record header announcing 512 bytes, and the start of the handshake.
-    let mut hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
     hello.extend(Rng(7).bytes(40));
     let mut cut = 0;
     for i in 0..200 {
         let mut s = connect(port);
         let mut buf = [0u8; 512];
         let _ = s.read(&mut buf);
-        s.write_all(b"EHLO tls.example\r\n").map_err(|e| e.to_string())?;
+        s.write_all(b"EHLO tls.example\r\n")
+            .map_err(|e| e.to_string())?;
         let _ = s.read(&mut buf);
         s.write_all(b"STARTTLS\r\n").map_err(|e| e.to_string())?;
         let n = s.read(&mut buf).unwrap_or(0);
@@ -1195,7 +1263,12 @@ type Attack<'a> = (&'static str, Box<dyn Fn() -> Result<String, String> + 'a>);
 /// Runs each attack against `d` while the honest client measures; returns the problems
 /// found: an attack's own failure, RSS over 64 MiB or not given back, an honest
 /// transaction that failed, was refused (unless `may_refuse`) or took over `max_latency`.
-fn measure(d: &Daemon, attacks: Vec<Attack>, may_refuse: &[&str], max_latency: Duration) -> Vec<String> {
+fn measure(
+    d: &Daemon,
+    attacks: Vec<Attack>,
+    may_refuse: &[&str],
+    max_latency: Duration,
+) -> Vec<String> {
     let mut errors = Vec::new();
     println!(
         "{:<24} RSS before / peak / after; honest transactions every 100 ms",
@@ -1234,7 +1307,10 @@ fn measure(d: &Daemon, attacks: Vec<Attack>, may_refuse: &[&str], max_latency: D
             })
             .collect();
         if !failed.is_empty() {
-            errors.push(format!("{}: honest transactions failed: {failed:?}", r.name));
+            errors.push(format!(
+                "{}: honest transactions failed: {failed:?}",
+                r.name
+            ));
         }
         // Only a connection flood may turn the honest client away (the limit is global),
         // and then at once with 421 4.7.0.
@@ -1267,12 +1343,18 @@ fn hostile_clients_do_not_hurt_an_honest_one() {
     let (d, tls_port, _cert) = attack_daemon();
     let port = d.port;
     let attacks: Vec<Attack> = vec![
-        ("none (baseline)", Box::new(|| {
-            thread::sleep(Duration::from_secs(2));
-            Ok(String::new())
-        })),
+        (
+            "none (baseline)",
+            Box::new(|| {
+                thread::sleep(Duration::from_secs(2));
+                Ok(String::new())
+            }),
+        ),
         ("10 MB line", Box::new(|| attack_long_line(port))),
-        ("1000 connections", Box::new(|| attack_connection_flood(port))),
+        (
+            "1000 connections",
+            Box::new(|| attack_connection_flood(port)),
+        ),
         ("1 byte/s trickle", Box::new(|| attack_trickle(port))),
         ("HTTP request", Box::new(|| attack_http(port))),
         ("pipelined NOOPs", Box::new(|| attack_pipelined_noops(port))),
@@ -1280,7 +1362,11 @@ fn hostile_clients_do_not_hurt_an_honest_one() {
     ];
     let errors = measure(&d, attacks, &["1000 connections"], Duration::from_secs(2));
     let mut d = d;
-    assert!(d.is_running(), "daemon died; log tail:\n{}", tail(&d.log(), 40));
+    assert!(
+        d.is_running(),
+        "daemon died; log tail:\n{}",
+        tail(&d.log(), 40)
+    );
     assert!(
         errors.is_empty(),
         "{}\nlog tail:\n{}",
@@ -1301,7 +1387,10 @@ fn a_pipelining_client_does_not_stall_the_others() {
     let (d, _tls_port, _cert) = attack_daemon();
     let port = d.port;
     let attacks: Vec<Attack> = vec![
-        ("50 MB NOOPs, unread", Box::new(|| attack_unread_noops(port))),
+        (
+            "50 MB NOOPs, unread",
+            Box::new(|| attack_unread_noops(port)),
+        ),
         ("NOOP stream, read", Box::new(|| attack_noop_stream(port))),
     ];
     let errors = measure(&d, attacks, &[], Duration::from_millis(500));
@@ -1377,7 +1466,11 @@ fn mx_multiline_garbage(s: TcpStream) {
     let mut rng = Rng(99);
     for _ in 0..100_000 {
         let mut line = b"250-".to_vec();
-        line.extend(rng.bytes(60).iter().map(|b| if *b == b'\n' { b'?' } else { *b }));
+        line.extend(
+            rng.bytes(60)
+                .iter()
+                .map(|b| if *b == b'\n' { b'?' } else { *b }),
+        );
         line.extend_from_slice(b"\r\n");
         if w.write_all(&line).is_err() {
             return;
@@ -1392,8 +1485,7 @@ fn mx_not_smtp(s: TcpStream) {
     let _ = w.write_all(b"220 badcode.test ESMTP\r\n");
     let mut r = BufReader::new(s);
     while read_line(&mut r).is_some() {
-        if w
-            .write_all(b"HTTP/1.1 400 Bad Request\r\n\x00\xff\xfe\r\n2x5 what\r\n")
+        if w.write_all(b"HTTP/1.1 400 Bad Request\r\n\x00\xff\xfe\r\n2x5 what\r\n")
             .is_err()
         {
             return;
@@ -1441,10 +1533,13 @@ fn mx_closes_mid_data(s: TcpStream) {
     }
 }
 
+/// (domain, MX address, behaviour)
+type HostileMx = (&'static str, &'static str, fn(TcpStream));
+
 #[test]
 fn hostile_mx_hosts_defer_in_time_and_the_good_domain_is_delivered() {
     let port = port_free_on(8);
-    let hostile: &[(&str, &str, fn(TcpStream))] = &[
+    let hostile: &[HostileMx] = &[
         ("silent.test", "127.0.0.2", mx_silent),
         ("hang.test", "127.0.0.3", mx_greets_then_hangs),
         ("garbage.test", "127.0.0.4", mx_multiline_garbage),
@@ -1465,7 +1560,10 @@ fn hostile_mx_hosts_defer_in_time_and_the_good_domain_is_delivered() {
     let sink = Sink::start("127.0.0.8", port, &[]);
     let d = daemon(&mx_config(&dns, port), ALIASES, FAST_TIMEOUTS);
 
-    let mut rcpts: Vec<String> = hostile.iter().map(|(dom, _, _)| format!("user@{dom}")).collect();
+    let mut rcpts: Vec<String> = hostile
+        .iter()
+        .map(|(dom, _, _)| format!("user@{dom}"))
+        .collect();
     rcpts.push("user@good.test".into());
     let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
     let started = Instant::now();
@@ -1533,7 +1631,12 @@ fn hostile_mx_hosts_defer_in_time_and_the_good_domain_is_delivered() {
         }
     }
     assert!(settled_after < Duration::from_secs(30));
-    assert!(problems.is_empty(), "{}\nlog:\n{}", problems.join("\n"), d.log());
+    assert!(
+        problems.is_empty(),
+        "{}\nlog:\n{}",
+        problems.join("\n"),
+        d.log()
+    );
     assert_eq!(sink.count(), 1);
     assert_eq!(sink.messages()[0].rcpts(), ["user@good.test"]);
     let mut d = d;
@@ -1556,7 +1659,11 @@ fn a_message_file_orphaned_by_a_crash_is_cleaned_up() {
     d.wait_exit(Duration::from_secs(5));
     let spool = d.dir.path().join("spool");
     let orphan = spool.join("msg/0000000000000ABC01");
-    fs::write(&orphan, "Received: by mx.test\r\nSubject: orphan\r\n\r\nbody\r\n").expect("plant");
+    fs::write(
+        &orphan,
+        "Received: by mx.test\r\nSubject: orphan\r\n\r\nbody\r\n",
+    )
+    .expect("plant");
     // As old as a tmp/ file that `serve` removes at startup (more than an hour).
     let out = Command::new("touch")
         .args(["-d", "2 hours ago"])

@@ -64,7 +64,7 @@ enum Sent {
     /// message may or may not have been queued.
     Unknown,
     /// Failed before the end of data was sent (nothing can have been queued).
-    NotSent,
+    Nothing,
 }
 
 /// The message for `subject`: headers, `size` bytes of lines, and an end marker.
@@ -75,7 +75,9 @@ fn message_for(subject: &str, to: &str, size: usize) -> String {
     );
     let mut n = 0;
     while m.len() < size {
-        m.push_str(&format!("{subject} line {n:05} 0123456789abcdefghijklmnopqrstuvwxyz\r\n"));
+        m.push_str(&format!(
+            "{subject} line {n:05} 0123456789abcdefghijklmnopqrstuvwxyz\r\n"
+        ));
         n += 1;
     }
     m.push_str(&format!("END {subject}\r\n"));
@@ -101,16 +103,16 @@ fn reply(r: &mut BufReader<TcpStream>) -> String {
 fn send(port: u16, to: &str, data: &str) -> Sent {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut w) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return Sent::NotSent;
+        return Sent::Nothing;
     };
     w.set_read_timeout(Some(Duration::from_secs(20))).ok();
     w.set_write_timeout(Some(Duration::from_secs(20))).ok();
     let Ok(clone) = w.try_clone() else {
-        return Sent::NotSent;
+        return Sent::Nothing;
     };
     let mut r = BufReader::new(clone);
     if !reply(&mut r).starts_with("220") {
-        return Sent::NotSent;
+        return Sent::Nothing;
     }
     for (cmd, want) in [
         ("EHLO soak.client.test".to_string(), "250"),
@@ -119,15 +121,15 @@ fn send(port: u16, to: &str, data: &str) -> Sent {
         ("DATA".to_string(), "354"),
     ] {
         if w.write_all(format!("{cmd}\r\n").as_bytes()).is_err() {
-            return Sent::NotSent;
+            return Sent::Nothing;
         }
         if !reply(&mut r).starts_with(want) {
-            return Sent::NotSent;
+            return Sent::Nothing;
         }
     }
     // No line of ours starts with a dot: no stuffing needed.
     if w.write_all(data.as_bytes()).is_err() {
-        return Sent::NotSent;
+        return Sent::Nothing;
     }
     if w.write_all(b".\r\n").is_err() {
         return Sent::Unknown;
@@ -139,17 +141,21 @@ fn send(port: u16, to: &str, data: &str) -> Sent {
     } else if r.is_empty() {
         Sent::Unknown
     } else {
-        Sent::NotSent
+        Sent::Nothing
     }
 }
 
 /// Stops `pid` (so it starts no new pass), kills its delivery passes, then it.
 fn kill_daemon_and_passes(d: &mut Daemon) -> usize {
     let pid = d.pid();
-    let _ = Command::new("kill").args(["-STOP", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status();
     let passes = children_of(pid);
     for p in &passes {
-        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .status();
     }
     d.signal("KILL");
     d.wait_exit(Duration::from_secs(10));
@@ -242,7 +248,7 @@ fn kill_9_loop_loses_no_accepted_message() {
                         let data = message_for(&subject, to, size);
                         let outcome = send(daemon_port, to, &data);
                         let accepted = matches!(outcome, Sent::Accepted);
-                        if !matches!(outcome, Sent::NotSent) {
+                        if !matches!(outcome, Sent::Nothing) {
                             sent.lock().unwrap().insert(subject, (data, accepted));
                         }
                         match outcome {
@@ -250,7 +256,7 @@ fn kill_9_loop_loses_no_accepted_message() {
                             Sent::Unknown => {
                                 unknown.fetch_add(1, Ordering::SeqCst);
                             }
-                            Sent::NotSent => thread::sleep(Duration::from_millis(50)),
+                            Sent::Nothing => thread::sleep(Duration::from_millis(50)),
                         }
                     }
                 }
@@ -325,9 +331,15 @@ fn kill_9_loop_loses_no_accepted_message() {
     let arrived = arrived();
     let sent = sent.lock().unwrap();
     let mut problems = Vec::new();
-    let missing: Vec<&String> = accepted.iter().filter(|s| !arrived.contains_key(*s)).collect();
+    let missing: Vec<&String> = accepted
+        .iter()
+        .filter(|s| !arrived.contains_key(*s))
+        .collect();
     if !missing.is_empty() {
-        problems.push(format!("{} accepted message(s) never arrived: {missing:?}", missing.len()));
+        problems.push(format!(
+            "{} accepted message(s) never arrived: {missing:?}",
+            missing.len()
+        ));
     }
     let mut duplicates = 0;
     let mut unknown_arrived = 0;
@@ -401,13 +413,22 @@ fn kill_9_loop_loses_no_accepted_message() {
         orphans.len()
     );
     println!("soak: total {:.0} s", started.elapsed().as_secs_f64());
-    assert!(problems.is_empty(), "{}
+    assert!(
+        problems.is_empty(),
+        "{}
 log tail:
-{}", problems.join("
-"), {
-        let log = d.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("
-")
-    });
+{}",
+        problems.join(
+            "
+"
+        ),
+        {
+            let log = d.log();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(60)..].join(
+                "
+",
+            )
+        }
+    );
 }

@@ -1253,10 +1253,60 @@ fn attack_tls_abort(port: u16, tls_port: u16) -> Result<String, String> {
             _ => {}
         }
     }
+    // Real handshakes (Python's ssl), abandoned once the server has answered the
+    // ClientHello: 100 after STARTTLS, 100 on the implicit-TLS port.
+    let out = Command::new("python3")
+        .args(["-c", TLS_ABORT_PY, &port.to_string(), &tls_port.to_string()])
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    let report = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() {
+        return Err(format!(
+            "TLS abort script: {report} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     Ok(format!(
-        "200 aborted STARTTLS + 200 aborted implicit TLS; {cut}/67 plaintext-on-465 closed"
+        "200 cut STARTTLS + 200 cut implicit TLS ({cut}/67 plaintext-on-465 closed); {report}"
     ))
 }
+
+/// Starts 100 real TLS handshakes after STARTTLS and 100 on the implicit-TLS port, each
+/// abandoned once the server has sent its first flight (the client's Finished never
+/// comes).
+const TLS_ABORT_PY: &str = r#"
+import select, socket, ssl, sys
+port, tls_port = int(sys.argv[1]), int(sys.argv[2])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+answered = 0
+def half_handshake(sock):
+    global answered
+    t = ctx.wrap_socket(sock, server_hostname="mx.test", do_handshake_on_connect=False)
+    t.setblocking(False)
+    try:
+        t.do_handshake()  # sends the ClientHello
+    except ssl.SSLWantReadError:
+        pass
+    # The server's first flight arrives; the client never sends its Finished.
+    if select.select([t], [], [], 5)[0]:
+        answered += 1
+    t.close()
+for i in range(100):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b"EHLO tls.example\r\n")
+    while f.readline()[3:4] == b"-":
+        pass
+    s.sendall(b"STARTTLS\r\n")
+    if not f.readline().startswith(b"220"):
+        sys.exit("no 220 to STARTTLS")
+    half_handshake(s)
+    half_handshake(socket.create_connection(("127.0.0.1", tls_port), timeout=5))
+print(f"{answered}/200 real ClientHellos answered, then dropped")
+"#;
 
 type Attack<'a> = (&'static str, Box<dyn Fn() -> Result<String, String> + 'a>);
 

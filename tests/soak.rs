@@ -4,7 +4,7 @@
 //! cargo test --release --test soak -- --ignored --test-threads=1 --nocapture
 //! ```
 //!
-//! (`make soak`). `SOAK_MESSAGES=N` changes the number of messages (default 1000);
+//! (`make soak`). `SOAK_MESSAGES=N` changes the number of messages (default 3000, about 50 kills);
 //! `SOAK_NO_KILL=1` runs the same without kills (a control for the duplicate count).
 //!
 //! Crash safety: several client threads send mail to the real daemon, which delivers to
@@ -200,7 +200,7 @@ fn kill_9_loop_loses_no_accepted_message() {
     let n: usize = std::env::var("SOAK_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(3000);
     let port = sink_port();
     let dns = Dns::start(&[
         "--mx-host=soak.test,mx.soak.test,10",

@@ -117,6 +117,11 @@ uninstall:
 	@rmdir $(DESTDIR)$(SPOOL) 2>/dev/null || \
 		{ [ ! -d $(DESTDIR)$(SPOOL) ] || echo "kept $(DESTDIR)$(SPOOL) (not empty)"; }
 
+# Minutes-long crash-safety loop (kill -9 of serve and its passes while mail flows);
+# not part of make test. SOAK_MESSAGES=3000 by default.
+soak: test-deps
+	$(CARGO) test --release --test soak -- --ignored --test-threads=1 --nocapture
+
 # Fuzz the DNS answer parser (nightly + cargo-fuzz; not part of make test: the fuzz
 # build alone takes minutes). FUZZ_SECONDS=600 by default.
 FUZZ_SECONDS ?= 600

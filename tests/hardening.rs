@@ -1432,7 +1432,6 @@ fn hostile_clients_do_not_hurt_an_honest_one() {
 /// NOOP stream (baseline 20 ms), and 0.9–1.6 s while 50 MB of unread NOOPs fill the
 /// socket buffers.
 #[test]
-#[ignore = "BUG: one client pipelining commands starves every other session (src/server/mod.rs drive_connection has no per-turn budget)"]
 fn a_pipelining_client_does_not_stall_the_others() {
     let (d, _tls_port, _cert) = attack_daemon();
     let port = d.port;
@@ -1702,7 +1701,6 @@ fn hostile_mx_hosts_defer_in_time_and_the_good_domain_is_delivered() {
 /// so every such crash leaks a whole message on the spool disk for good: the soak test
 /// leaves 1–7 of them per ~30 kills.
 #[test]
-#[ignore = "BUG: msg/ID without env/ID (crash between commit steps 3 and 4) is never cleaned up: the spool leaks"]
 fn a_message_file_orphaned_by_a_crash_is_cleaned_up() {
     let mut d = Daemon::start("");
     d.signal("KILL");

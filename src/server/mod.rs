@@ -67,6 +67,11 @@ const SIGNAL: Token = Token(usize::MAX - 1);
 const PICKUP: Token = Token(usize::MAX - 2);
 const FIRST_CONNECTION: usize = 1024;
 
+/// Read/process/write rounds one connection gets per turn of the event loop before the
+/// others have theirs (each reads at most READ_CHUNK): a client that keeps its socket
+/// full of pipelined commands must not hold the loop.
+const MAX_ROUNDS_PER_TURN: usize = 4;
+
 struct Connection {
     stream: Transport,
     ip: IpAddr,
@@ -86,6 +91,10 @@ struct Connection {
     hold_until: Option<Instant>,
     /// A received message waiting for the group commit at the end of this loop turn.
     staged: Option<(Incoming, crate::spool::Envelope)>,
+    /// Its turn ended with work left: drive it again after the others.
+    yielded: bool,
+    /// It is in `Server::ready` (at most once).
+    in_ready: bool,
 }
 
 /// Everything that can change on SIGHUP.
@@ -138,6 +147,8 @@ struct Server {
     new_mail: Cell<bool>,
     /// Set once SIGTERM/SIGINT arrived: the moment sessions are cut off.
     stopping: Option<Instant>,
+    /// Connections whose turn ended with work left (no readiness event will come).
+    ready: Vec<usize>,
 }
 
 /// `postling serve`: returns the process exit code.
@@ -188,6 +199,13 @@ pub fn serve(config: Config) -> i32 {
     if let Err(e) = spool.clean_tmp(3600) {
         warn!(
             "{}: cleaning tmp/: {}",
+            config.spool.display(),
+            crate::time::io_reason(&e)
+        );
+    }
+    if let Err(e) = spool.clean_orphans(3600) {
+        warn!(
+            "{}: cleaning msg/: {}",
             config.spool.display(),
             crate::time::io_reason(&e)
         );
@@ -344,6 +362,7 @@ impl Server {
             passes,
             new_mail: Cell::new(false),
             stopping: None,
+            ready: Vec::new(),
         })
     }
 
@@ -410,6 +429,12 @@ impl Server {
                     _ => {}
                 }
             }
+            for slot in std::mem::take(&mut self.ready) {
+                if let Some(Some(conn)) = self.connections.get_mut(slot) {
+                    conn.in_ready = false;
+                    self.drive(slot);
+                }
+            }
             self.commit_staged();
             self.expire();
             if self.new_mail.take() {
@@ -458,6 +483,9 @@ impl Server {
 
     /// The earliest idle deadline (or shutdown grace end), as a poll timeout.
     fn next_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let now = Instant::now();
         let mut next = self.stopping;
         if self.stopping.is_none() {
@@ -561,6 +589,8 @@ impl Server {
             tls_logged: false,
             hold_until: None,
             staged: None,
+            yielded: false,
+            in_ready: false,
         });
         self.open += 1;
         *self.per_ip.entry(ip).or_insert(0) += 1;
@@ -583,6 +613,9 @@ impl Server {
         );
         if !alive {
             self.close(slot);
+        } else if std::mem::take(&mut conn.yielded) && !conn.in_ready {
+            conn.in_ready = true;
+            self.ready.push(slot);
         }
     }
 
@@ -758,7 +791,13 @@ fn drive_connection(
     if conn.hold_until.is_some() {
         return true; // expire() drives it again when the hold is over
     }
+    let mut rounds = 0;
     loop {
+        rounds += 1;
+        if rounds > MAX_ROUNDS_PER_TURN {
+            conn.yielded = true;
+            return true;
+        }
         let mut progress = false;
         // 1. Let the session work on buffered input.
         if !conn.pending.is_empty() && !conn.session.is_closed() && !conn.session.is_committing() {

@@ -310,6 +310,40 @@ impl Spool {
         Ok(removed)
     }
 
+    /// Remove `msg/ID` files that no `env/ID` refers to and that were last modified more
+    /// than `older_than_secs` ago: what a crash between commit steps 3 and 4 left. (A
+    /// fresh one may be a commit between those steps, or a removal between its two
+    /// unlinks.) Returns how many were removed.
+    pub fn clean_orphans(&self, older_than_secs: u64) -> io::Result<usize> {
+        let now = crate::time::unix_now();
+        let mut removed = 0;
+        for entry in fs::read_dir(self.root.join("msg"))? {
+            let entry = entry?;
+            let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) else {
+                continue;
+            };
+            if exists(&self.env_path(&id))? {
+                continue;
+            }
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+            if meta.is_dir() || now.saturating_sub(mtime) <= older_than_secs {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    log::info!("{id}: removed msg/{id}: no envelope (left by a crash)");
+                    removed += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
     fn env_path(&self, id: &QueueId) -> PathBuf {
         self.root.join("env").join(id.as_str())
     }

@@ -32,7 +32,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build run test test-deps lint fmt static test-static fuzz clean install uninstall
+.PHONY: all build run test test-deps lint fmt static test-static fuzz soak clean install uninstall
 
 all: build
 

@@ -15,6 +15,9 @@
 //! The spool itself is 0711 (others may only reach `maildrop/` by name); `tmp/`, `msg/`,
 //! `env/` and `corrupt/` are 0700, files 0600.
 //!
+//! Files are made durable with `fdatasync` (data and the metadata needed to read it back,
+//! such as the size; not the timestamps), directories with `fsync`.
+//!
 //! Commit order (each step only after the previous one succeeded):
 //! 1. flush and fsync `tmp/ID.msg`;
 //! 2. write and fsync `tmp/ID.env` (`O_EXCL`, 0600);
@@ -269,7 +272,7 @@ impl Spool {
         let (tmp_path, mut file) = self.create_envelope_tmp(&env.id)?;
         let result = file
             .write_all(&envelope::encode(env))
-            .and_then(|()| file.sync_all())
+            .and_then(|()| file.sync_data())
             .and_then(|()| fs::rename(&tmp_path, &final_path));
         drop(file);
         if let Err(e) = result {
@@ -586,7 +589,7 @@ impl Incoming {
         }
         let (file, _) = file.into_parts();
         step(Step::SyncMessage)?;
-        file.sync_all()?;
+        file.sync_data()?;
         drop(file);
 
         let env_tmp = self.envelope_tmp_path();
@@ -595,7 +598,7 @@ impl Incoming {
         progress.envelope_tmp_created = true;
         env_file.write_all(&envelope::encode(envelope))?;
         step(Step::SyncEnvelope)?;
-        env_file.sync_all()?;
+        env_file.sync_data()?;
         drop(env_file);
 
         // The message must be durable in msg/ before the envelope can point at it.
@@ -651,12 +654,12 @@ impl Incoming {
             return Err(e);
         }
         let (file, _) = file.into_parts();
-        file.sync_all()?;
+        file.sync_data()?;
         drop(file);
         let mut env_file = create_exclusive(&self.envelope_tmp_path())?;
         progress.envelope_tmp_created = true;
         env_file.write_all(&envelope::encode(envelope))?;
-        env_file.sync_all()
+        env_file.sync_data()
     }
 }
 

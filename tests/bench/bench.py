@@ -289,6 +289,7 @@ class Sink:
         self.count = 0
         self.target = None
         self.reached = None  # monotonic time the target was reached
+        self.on_reached = None  # called (in the reader thread) when it is
         self.lock = threading.Lock()
         self.proc = subprocess.Popen(
             self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -313,6 +314,8 @@ class Sink:
                         self.count = int(m.group(1))
                         if self.target and self.reached is None and self.count >= self.target:
                             self.reached = time.monotonic()
+                            if self.on_reached:
+                                self.on_reached()
                     break
 
     def expect(self, target):
@@ -594,29 +597,29 @@ class Bench:
                 e2e = (done - t0) if done else None
                 acc_rate = messages / accept
                 e2e_rate = messages / e2e if e2e else None
-                self.results.setdefault(load + "_e2e", {}).setdefault(mta.name, []).append(e2e_rate)
-                self.record(
-                    load, mta, r, acc_rate,
-                    f"accepted {messages} in {accept:.2f} s = {acc_rate:.0f} msg/s; "
-                    + (f"all at the sink after {e2e:.2f} s = {e2e_rate:.0f} msg/s"
-                       if e2e else "NOT all at the sink (timeout)"),
-                    la,
-                )  # fmt: skip
+                self.put(load + "_e2e", mta.name, e2e_rate)
                 mta.settle()
                 c2 = cpu_sample(mta)
                 _, main_cpu, main_wait, main_runs = cpu_delta(c0, c1, mta.main_pid())
                 total_cpu = cpu_delta(c0, c2, mta.main_pid())[0]
                 self.put(load + "_cpu", mta.name, total_cpu / messages * 1000)
+                cpu_text = f"; CPU {total_cpu / messages * 1000:.2f} ms per message (all processes)"
                 if isinstance(mta, Postling) and main_wait is not None:
                     self.put(load + "_oncpu", mta.name, main_cpu / accept * 100)
                     self.put(load + "_wait", mta.name, main_wait / accept * 100)
                     if main_runs:
                         self.put(load + "_wait_each", mta.name, main_wait / main_runs * 1000)
                         self.put(load + "_runs_per_msg", mta.name, main_runs / messages)
-                    log(f"  serve on a CPU {main_cpu:.2f} s, waiting for one {main_wait:.2f} s of {accept:.2f} s; "
-                        f"CPU per message {total_cpu / messages * 1000:.2f} ms")  # fmt: skip
-                else:
-                    log(f"  CPU per message {total_cpu / messages * 1000:.2f} ms")
+                    cpu_text += (f"; while accepting, serve was on a CPU {main_cpu:.2f} s and waiting "
+                                 f"for one {main_wait:.2f} s")  # fmt: skip
+                self.record(
+                    load, mta, r, acc_rate,
+                    f"accepted {messages} in {accept:.2f} s = {acc_rate:.0f} msg/s; "
+                    + (f"all at the sink after {e2e:.2f} s = {e2e_rate:.0f} msg/s"
+                       if e2e else "NOT all at the sink (timeout)")
+                    + cpu_text,
+                    la,
+                )  # fmt: skip
 
     def big_message(self, mtas, sink, per_run=5):
         size = 1024 * 1024
@@ -721,21 +724,32 @@ class Bench:
         )
         all_times = {}
         for mta in mtas:
-            # One more submission under strace, to count its fsyncs.
+            # 20 more submissions under strace: their fsyncs, and the time spent in them.
             if not shutil.which("strace"):
                 break
             mta.settle()
-            out = self.work / f"strace-sendmail-{mta.name}.txt"
-            msg = f"To: {RCPT}\nSubject: bench strace\n\nhello from sendmail -t\n".encode()
-            sink.expect(1)
-            subprocess.run(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,sync_file_range",
-                            "-o", str(out)] + mta.sendmail_cmd(), input=msg,
-                           env=getattr(mta, "env", None), capture_output=True)  # fmt: skip
-            calls = sum(1 for l in out.read_text().splitlines()
-                        if re.match(r"\d+\s+(fsync|fdatasync|sync_file_range)\(", l))  # fmt: skip
-            self.extra.setdefault("sendmail_fsync", {})[mta.name] = calls
-            sink.wait(30)
+            counts, secs = [], []
+            sink.expect(20)
+            for i in range(20):
+                out = self.work / f"strace-sendmail-{mta.name}.txt"
+                msg = f"To: {RCPT}\nSubject: bench strace {i}\n\nhello from sendmail -t\n".encode()
+                subprocess.run(["strace", "-f", "-qq", "-T", "-e", "trace=fsync,fdatasync,sync_file_range",
+                                "-o", str(out)] + mta.sendmail_cmd(), input=msg,
+                               env=getattr(mta, "env", None), capture_output=True)  # fmt: skip
+                lines = out.read_text().splitlines()
+                counts.append(sum(1 for l in lines if re.match(r"\d+\s+(fsync|fdatasync|sync_file_range)\(", l)))
+                secs.append(sum(float(t) for t in re.findall(r"<(\d+\.\d+)>$", "\n".join(lines), re.M)))
+            self.extra.setdefault("sendmail_fsync", {})[mta.name] = (
+                statistics.median(counts), statistics.median(secs) * 1000)
+            sink.wait(60)
         for r in range(1, RUNS + 1):
+            # The floor: spawning postling and waiting for it, the same way, doing nothing.
+            floor = []
+            for _ in range(100):
+                t0 = time.perf_counter()
+                subprocess.run([str(mtas[0].bin), "--version"], stdout=subprocess.DEVNULL)
+                floor.append((time.perf_counter() - t0) * 1000)
+            self.put("spawn_floor", "postling", statistics.median(floor))
             for mta in mtas:
                 mta.settle()
                 la = loadavg()
@@ -816,9 +830,22 @@ class Bench:
                 try:
                     sink.expect(count)
                     la = loadavg()
+                    flush_log = self.work / f"flush-queue-{mta.name}-{r}.log"
+                    if isinstance(mta, Postling):
+                        # How many outcomes the flush had logged (each is logged just before
+                        # its envelope is written) when the MX had every message.
+                        def logged_at_sink(path=flush_log, name=mta.name):
+                            try:
+                                sent = path.read_text().count("status=sent")
+                            except OSError:
+                                sent = None
+                            self.put("flush_queue_logged", name, sent)
+
+                        sink.on_reached = logged_at_sink
                     t0 = time.monotonic()
-                    p = subprocess.run(mta.flush_cmd(), env=getattr(mta, "env", None),
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                    with open(flush_log, "wb") as err:
+                        p = subprocess.run(mta.flush_cmd(), env=getattr(mta, "env", None),
+                                           stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
                     exited = time.monotonic() - t0
                     if p.returncode != 0:
                         self.notes.append(f"flush_queue run {r} {mta.name}: flush exit {p.returncode}")
@@ -992,13 +1019,28 @@ class Bench:
             )
         sm = self.extra.get("sendmail_fsync", {})
         if sm.get("postling") is not None:
-            text = f"One postling `sendmail -t` makes {sm['postling']} fsync calls (maildrop file and directory)"
-            if sm.get("Postfix") is not None:
-                text += f"; Postfix's sendmail + postdrop make {sm['Postfix']}"
-            text += (
-                ". The latency is mostly those fsyncs plus starting a process "
-                "(the daemon is only poked through its FIFO)."
+            n_pl, t_pl = sm["postling"]
+            text = (
+                f"One postling `sendmail -t` makes {n_pl:.0f} fsync calls (maildrop file, then its "
+                f"directory), {t_pl:.2f} ms in them (median of 20 under `strace -T`)"
             )
+            if sm.get("Postfix") is not None:
+                n_pf, t_pf = sm["Postfix"]
+                text += f"; Postfix's sendmail + postdrop make {n_pf:.0f}, {t_pf:.2f} ms"
+            text += "."
+            pl, pf, floor = med("sendmail"), med("sendmail", "Postfix"), med("spawn_floor")
+            if pl and pf:
+                text += f" A fifth of Postfix's {pf:.2f} ms median is {pf / 5:.2f} ms; postling takes {pl:.2f} ms"
+                if floor:
+                    text += (
+                        f", of which {floor:.2f} ms is spawning a postling process and waiting for it "
+                        "(`postling --version`, timed the same way)"
+                    )
+                text += (
+                    ", and the rest is reading the configuration and the message, writing the "
+                    "maildrop file, its fsyncs (single calls vary from a fraction of a millisecond "
+                    "to several on this shared disk) and waits for a CPU."
+                )
             out.append(text)
         if med("idle") and med("idle_anon"):
             text = (
@@ -1012,12 +1054,23 @@ class Bench:
             out.append(text + ".")
         fq, fqs = med("flush_queue"), med("flush_queue_sink")
         if fq and fqs and fq > 2 * fqs:
-            out.append(
+            text = (
                 f"`postling flush` had every message at the sink after {fqs:.1f} s but needed "
-                f"{fq:.1f} s to finish: after each `250` from the MX it records the outcome and removes "
-                "the message, with fsyncs each time, one message after the other (Postfix deletes "
+                f"{fq:.1f} s to finish: the connection streams the messages while the main thread "
+                "records each outcome (envelope rewritten + directory fsync) and finally removes "
+                "each message (directory fsync), one message after the other (Postfix deletes "
                 "its delivered queue files without any fsync: see the counts above)."
             )
+            logged = med("flush_queue_logged")
+            count = self.extra.get("flush_queue_count")
+            if logged is not None and count:
+                text += (
+                    f" **When the MX had all {count:,} messages, the flush had logged (and so at "
+                    f"most recorded) {logged:,.0f} outcomes**: a crash or `kill -9` at that moment "
+                    f"would leave at least the other {count - logged:,.0f} to be delivered a second time by the next pass, "
+                    "not just the message in flight."
+                )
+            out.append(text)
         return out
 
     def fsync_latency(self, count=200):
@@ -1109,7 +1162,7 @@ def fmt_stats(values, f):
 
 
 def clean(text):
-    return re.sub(r"/var/tmp/postling-bench\.[^/\s]+", "WORK", text)
+    return re.sub(r"/var/tmp/postling-bench\.[A-Za-z0-9_]+", "WORK", text)
 
 
 def report(b, fx, versions, sizes, started, finished, mtas, elapsed):
@@ -1255,6 +1308,12 @@ def report(b, fx, versions, sizes, started, finished, mtas, elapsed):
         c = b.extra["sendmail_count"]
         row(f"`sendmail -t`: median latency, ms ({c:,} per run)", "sendmail", "time")
         row("`sendmail -t`: p90 latency, ms", "sendmail_p90", "time")
+        if "spawn_floor" in R:
+            cells = ["for scale: spawning `postling --version` and waiting for it, median of 100, ms",
+                     fmt_stats(vals("spawn_floor"), fmts["time"])]  # fmt: skip
+            if has_pf:
+                cells += ["—", "—"]
+            w("| " + " | ".join(cells) + " |")
     if "flush_empty" in R:
         row("flush on an empty queue: median of 100, ms (not the same work: see Commands)", "flush_empty", "time")
     if "flush_queue" in R:
@@ -1362,7 +1421,7 @@ def report(b, fx, versions, sizes, started, finished, mtas, elapsed):
     w("postling: `postling serve -c postling.conf` with `RUST_LOG=info` (the log goes to a file), where:")
     w("")
     w("```")
-    w(re.sub(r"(:)\d{4,5}\b", r"\1PORT", clean(mtas[0].config.read_text())).rstrip())
+    w(re.sub(r"(:|port = )\d{4,5}\b", r"\1PORT", clean(mtas[0].config.read_text())).rstrip())
     w("```")
     if has_pf:
         pf = [m for m in mtas if m.name == "Postfix"][0]

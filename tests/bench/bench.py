@@ -1201,11 +1201,14 @@ def report(b, fx, versions, sizes, started, finished, mtas, elapsed):
             return f"**{r:.2f}×**{rng} faster" if r >= 1 else f"**{r:.2f}×**{rng} (slower)"
         if kind == "time":
             return f"**{r:.2f}×**{rng} faster" if r >= 1 else f"**{r:.2f}×**{rng} (slower)"
+        if kind == "cpu":
+            return f"**{r:.2f}×**{rng} less CPU" if r >= 1 else f"**{1 / r:.2f}×** more CPU"
         return f"**{r:.1f}×**{rng} less" if r >= 1 else f"**{1 / r:.2f}×** more"
 
     fmts = {
         "rate": lambda v: f"{v:,.0f}",
         "time": lambda v: f"{v:.2f}",
+        "cpu": lambda v: f"{v:.2f}",
         "kb": lambda v: f"{v:,.0f}",
         "count": lambda v: f"{v:.0f}",
     }
@@ -1274,7 +1277,7 @@ def report(b, fx, versions, sizes, started, finished, mtas, elapsed):
     for load, label in (("s20", "20 sessions"), ("s1", "1 session")):
         if load + "_cpu" in R:
             row(f"CPU time per message, ms, {label} (every process of the MTA, accepting and delivering)",
-                load + "_cpu", "time")  # fmt: skip
+                load + "_cpu", "cpu")  # fmt: skip
     for load, label in (("s20", "20 sessions"), ("s1", "1 session")):
         if load + "_wait" in R:
             cells = [f"serve while accepting, {label}: % of the time on a CPU / **waiting for a CPU** "
@@ -1461,6 +1464,8 @@ def check_tools(pf):
         missing += [t for t in ("postfix", "postqueue", "postconf") if not shutil.which(t)]
     if missing:
         sys.exit(f"bench: missing {', '.join(missing)} (`make bench` installs them)")
+    if pf and not IS_ROOT:
+        sys.exit("bench: BENCH_PEERS=postfix needs root (postfix start, smtpd as the postfix user)")
 
 
 def main():

@@ -32,7 +32,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build run test test-deps lint fmt static test-static fuzz soak clean install uninstall
+.PHONY: all build run test test-deps lint fmt static test-static fuzz soak bench bench-deps clean install uninstall
 
 all: build
 
@@ -128,6 +128,26 @@ FUZZ_SECONDS ?= 600
 fuzz:
 	@cargo fuzz --version >/dev/null 2>&1 || cargo install -q cargo-fuzz
 	cd fuzz && cargo +nightly fuzz run dns_answer -- -max_total_time=$(FUZZ_SECONDS)
+
+# Benchmarks (issue 8): smtp-source -> postling -> smtp-sink and friends, written to
+# BENCHMARKS.md by tests/bench/bench.py. BENCH_PEERS=postfix also starts a private
+# Postfix instance (own config and queue under /var/tmp; the system one is left alone)
+# and compares. BENCH_RUNS=3 interleaved runs; about 15 minutes with Postfix.
+# smtp-source/smtp-sink come from the Debian postfix package, installed with
+# "No configuration" so that nothing starts a system Postfix.
+BENCH_DEBS := dnsmasq-base strace file musl-tools
+bench: bench-deps
+	python3 tests/bench/bench.py
+
+bench-deps:
+	@if [ ! -x /usr/sbin/smtp-source ]; then \
+		echo "installing: postfix (for smtp-source, smtp-sink)"; \
+		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix; \
+	fi
+	$(call apt_install,$(BENCH_DEBS))
+	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
 
 clean:
 	$(CARGO) clean

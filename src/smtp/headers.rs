@@ -118,11 +118,13 @@ impl SubmissionHeaders {
                 // A last line without a line end that never reached its colon.
                 out.extend_from_slice(&self.name);
                 out.extend_from_slice(b"\r\n");
+                self.inserted += 2;
                 self.insert(out);
                 self.at = Where::Body;
             }
             Where::Value => {
                 out.extend_from_slice(b"\r\n");
+                self.inserted += 2;
                 self.insert(out);
                 self.at = Where::Body;
             }
@@ -183,6 +185,8 @@ impl SubmissionHeaders {
     fn end_without_blank_line(&mut self, out: &mut Vec<u8>) {
         self.insert(out);
         out.extend_from_slice(b"\r\n");
+        // The blank line is ours too: part of the stored size.
+        self.inserted += 2;
         self.at = Where::Body;
     }
 

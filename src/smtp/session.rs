@@ -1469,4 +1469,15 @@ mod tests {
         assert_eq!(env.size, data.len() as u64);
         assert_eq!(env.auth_user.as_deref(), Some("alice"));
     }
+
+    /// fuzz/regressions/session/envelope-size-missing-blank-line: a submitted message
+    /// whose first line is not a header field gets a blank line added; it counts.
+    #[test]
+    fn submission_size_counts_the_added_blank_line() {
+        let mut h = submission("", true);
+        h.send(b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+        h.send(b"MAIL FROM:<>\r\nRCPT TO:<bob@mx.test>\r\nDATA\r\nS\r\n.\r\n");
+        let (env, data) = &h.backend.queued[0];
+        assert_eq!(env.size, data.len() as u64);
+    }
 }

@@ -1,14 +1,16 @@
 //! Shared by the targets that feed a stream: the input says where to split it.
 //!
-//! Layout: `[n] [n size bytes] [payload]`. `n % 8` size bytes follow the first byte; the
-//! chunk sizes cycle through them (`b + 1`, so 1–256). With no size bytes the payload
-//! is one chunk. A seed written as `\0` + a transcript is fed in one piece.
-
+//! Layout: `[n] [n % 8 size bytes] [payload]`. The chunk sizes cycle through the size
+//! bytes (`b + 1`, so 1–256); with none, the rest is one chunk. If bit 7 of `n` is set,
+//! a chunk also ends after each LF, so a server's replies can arrive one line at a time,
+//! after the command they answer. A seed written as `\0` + a transcript is fed whole;
+//! `\x80` + a transcript is fed line by line.
 #![allow(dead_code)]
 
 #[derive(Clone)]
 pub struct Chunks<'a> {
     sizes: &'a [u8],
+    lines: bool,
     rest: &'a [u8],
     next: usize,
 }
@@ -16,7 +18,7 @@ pub struct Chunks<'a> {
 pub fn chunked(data: &[u8]) -> Chunks<'_> {
     let (&n, data) = data.split_first().unwrap_or((&0, &[]));
     let (sizes, rest) = data.split_at((n as usize % 8).min(data.len()));
-    Chunks { sizes, rest, next: 0 }
+    Chunks { sizes, lines: n & 0x80 != 0, rest, next: 0 }
 }
 
 impl<'a> Chunks<'a> {
@@ -32,11 +34,16 @@ impl<'a> Iterator for Chunks<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let size = match self.sizes {
+        let mut size = match self.sizes {
             [] => self.rest.len(),
             s => s[self.next % s.len()] as usize + 1,
         };
         self.next += 1;
+        if self.lines {
+            if let Some(lf) = self.rest.iter().position(|&b| b == b'\n') {
+                size = size.min(lf + 1);
+            }
+        }
         let (chunk, rest) = self.rest.split_at(size.min(self.rest.len()));
         self.rest = rest;
         Some(chunk)

@@ -15,26 +15,42 @@ fuzz_target!(|line: &[u8]| {
     let result = parse(line);
     match &result {
         Ok(Command::Helo(name) | Command::Ehlo(name)) => {
-            assert!(!name.is_empty() && name.is_ascii() && clean(name), "{name:?}");
+            assert!(
+                !name.is_empty() && name.is_ascii() && clean(name),
+                "{name:?}"
+            );
             assert_eq!(name.trim_matches(' '), name);
         }
         Ok(Command::Mail { from, .. }) => {
-            assert!(from.as_ref().is_none_or(|m| m.to_string().is_ascii() && clean(&m.to_string())));
+            assert!(from
+                .as_ref()
+                .is_none_or(|m| m.to_string().is_ascii() && clean(&m.to_string())));
         }
-        Ok(Command::Rcpt { to: ForwardPath::Mailbox(m) }) => {
+        Ok(Command::Rcpt {
+            to: ForwardPath::Mailbox(m),
+        }) => {
             assert!(m.to_string().is_ascii() && clean(&m.to_string()), "{m}");
         }
         Ok(Command::Auth { mechanism, initial }) => {
             assert!((1..=20).contains(&mechanism.len()), "{mechanism:?}");
-            assert!(mechanism.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_'));
-            assert!(initial.as_deref().is_none_or(|i| clean(i) && !i.is_empty() && !i.contains(' ')));
+            assert!(mechanism
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_'));
+            assert!(initial
+                .as_deref()
+                .is_none_or(|i| clean(i) && !i.is_empty() && !i.contains(' ')));
         }
         Ok(_) => {}
         Err(r) => {
-            assert!((500..600).contains(&r.code) && r.enhanced.is_some(), "{r:?}");
+            assert!(
+                (500..600).contains(&r.code) && r.enhanced.is_some(),
+                "{r:?}"
+            );
             let wire = r.to_bytes();
             let text = std::str::from_utf8(&wire).expect("reply is UTF-8");
-            assert!(text.split_terminator("\r\n").all(|l| clean(l) && l.starts_with(&r.code.to_string())));
+            assert!(text
+                .split_terminator("\r\n")
+                .all(|l| clean(l) && l.starts_with(&r.code.to_string())));
         }
     }
     // Verbs are case-insensitive: swapping the verb's ASCII case changes nothing.

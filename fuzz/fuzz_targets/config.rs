@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use postling::config::{parse, render};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(config) = parse(Path::new("f"), text) {
         let rendered = render(&config);
         let back = parse(Path::new("f"), &rendered);

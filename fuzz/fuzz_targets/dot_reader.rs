@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
     let (mut whole, mut whole_out) = (DotReader::new(), Vec::new());
     let (n, done) = whole.feed(text, &mut whole_out);
     assert!(done || n == text.len());
-    let (mut split, mut out, mut consumed, mut split_done) = (DotReader::new(), Vec::new(), 0, false);
+    let (mut split, mut out, mut consumed, mut split_done) =
+        (DotReader::new(), Vec::new(), 0, false);
     for chunk in chunks.clone() {
         let (n, d) = split.feed(chunk, &mut out);
         consumed += n;
@@ -26,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
         }
         assert_eq!(n, chunk.len(), "not done, yet not everything consumed");
     }
-    assert_eq!((&out, consumed, split_done, split.defect()), (&whole_out, n, done, whole.defect()));
+    assert_eq!(
+        (&out, consumed, split_done, split.defect()),
+        (&whole_out, n, done, whole.defect())
+    );
     assert!(common::crlf_only(&out), "bare CR or LF in {out:?}");
     assert!(!done || out.is_empty() || out.ends_with(b"\r\n"));
 
@@ -54,7 +58,11 @@ fuzz_target!(|data: &[u8]| {
         expect.extend_from_slice(b"\r\n");
     }
     let (mut r, mut back) = (DotReader::new(), Vec::new());
-    assert_eq!(r.feed(&wire, &mut back), (wire.len(), true), "end of data not where the writer put it");
+    assert_eq!(
+        r.feed(&wire, &mut back),
+        (wire.len(), true),
+        "end of data not where the writer put it"
+    );
     assert_eq!(back, expect);
     assert!(matches!(r.defect(), None | Some(Defect::LineTooLong)));
 });

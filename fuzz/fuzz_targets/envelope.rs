@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(env) = decode(data) {
         let file = encode(&env);
         let text = std::str::from_utf8(&file).expect("encode gives UTF-8");
-        assert!(!text.chars().any(|c| c != '\n' && c.is_control()), "{text:?}");
+        assert!(
+            !text.chars().any(|c| c != '\n' && c.is_control()),
+            "{text:?}"
+        );
         assert_eq!(decode(&file), Ok(env), "{text:?}");
     }
 });

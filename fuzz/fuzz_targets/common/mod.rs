@@ -18,7 +18,12 @@ pub struct Chunks<'a> {
 pub fn chunked(data: &[u8]) -> Chunks<'_> {
     let (&n, data) = data.split_first().unwrap_or((&0, &[]));
     let (sizes, rest) = data.split_at((n as usize % 8).min(data.len()));
-    Chunks { sizes, lines: n & 0x80 != 0, rest, next: 0 }
+    Chunks {
+        sizes,
+        lines: n & 0x80 != 0,
+        rest,
+        next: 0,
+    }
 }
 
 impl<'a> Chunks<'a> {

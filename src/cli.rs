@@ -92,7 +92,6 @@ fn postling(args: &[String]) -> i32 {
 /// `2026-12-04T15:06:23Z postling[123]: ID: from=<a@b>, size=N, nrcpt=K`.
 fn init_logging() {
     use std::io::Write;
-    let pid = std::process::id();
     let env = env_logger::Env::default().default_filter_or("info");
     let _ = env_logger::Builder::from_env(env)
         .format(move |buf, record| {
@@ -103,10 +102,12 @@ fn init_logging() {
                 log::Level::Debug => "debug: ",
                 log::Level::Trace => "trace: ",
             };
+            // The pid is read per line: `serve` forks (privilege separation).
             writeln!(
                 buf,
-                "{} postling[{pid}]: {level}{}",
+                "{} postling[{}]: {level}{}",
                 crate::time::iso8601(crate::time::unix_now()),
+                std::process::id(),
                 record.args()
             )
         })
@@ -185,6 +186,10 @@ fn check(args: &[String]) -> i32 {
             eprintln!("postling: {e}");
             return exit::CONFIG;
         }
+    }
+    // Valid but risky settings: warnings on stderr, the exit code stays 0.
+    for w in crate::lint::warnings(&config, &crate::lint::FsFacts::gather(&config)) {
+        eprintln!("postling: warning: {w}");
     }
     print!("{}", config::render(&config));
     exit::OK
@@ -348,6 +353,15 @@ fn newaliases(args: &[String]) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // The daemon tolerates a missing aliases file; newaliases is asked about it.
+    if let Err(e) = std::fs::metadata(&config.aliases) {
+        eprintln!(
+            "newaliases: {}: {}",
+            config.aliases.display(),
+            crate::time::io_reason(&e)
+        );
+        return exit::CONFIG;
+    }
     match Aliases::load(&config.aliases) {
         Ok(a) => {
             println!("{}: {} aliases", config.aliases.display(), a.len());

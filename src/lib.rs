@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod dns;
 pub mod exit;
+pub mod lint;
 pub mod local;
 pub mod sendmail;
 pub mod server;

@@ -38,7 +38,12 @@ pub fn main(args: &[String]) -> i32 {
         Ok(i) => i,
         Err(e) => {
             eprintln!("sendmail: {e}");
-            return exit::USAGE;
+            // A malformed address is bad data (as dma says), not a misused command.
+            return if e.0.starts_with("bad recipient") {
+                exit::DATAERR
+            } else {
+                exit::USAGE
+            };
         }
     };
     let path = config::config_path(config_arg.as_deref());
@@ -118,13 +123,15 @@ fn deliver(config: &Config, config_path: &Path, inv: &Invocation) -> i32 {
         message_id_local: format!("{micros}.{}", std::process::id()),
         max_size: config.max_message_size,
     };
-    let prepared = match message::prepare(&input, &opts) {
+    let mut prepared = match message::prepare(&input, &opts) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sendmail: {e}");
             return e.exit_code();
         }
     };
+    // RFC 5322 §2.1.1: at most 998 octets per line; the next hop may refuse more.
+    prepared.data = wrap_long_lines(&prepared.data);
     let mut recipients: Vec<String> = inv
         .recipients
         .iter()
@@ -165,7 +172,8 @@ fn deliver(config: &Config, config_path: &Path, inv: &Invocation) -> i32 {
             config.spool.join(maildrop::DIR).display(),
             crate::time::io_reason(&e)
         );
-        return exit::CANTCREAT;
+        // Disk full, an unwritable or missing spool: the caller should try again later.
+        return exit::TEMPFAIL;
     }
     if inv.verbose {
         eprintln!(
@@ -177,14 +185,46 @@ fn deliver(config: &Config, config_path: &Path, inv: &Invocation) -> i32 {
     exit::OK
 }
 
+/// Break lines over 998 octets (RFC 5322 §2.1.1), as dma does on input: a header line
+/// is folded (CRLF + space, so it stays one field), a body line is split. Input and
+/// output have CRLF line ends.
+fn wrap_long_lines(data: &[u8]) -> Vec<u8> {
+    const MAX: usize = 998;
+    if !data.split(|&b| b == b'\n').any(|l| l.len() > MAX + 1) {
+        return data.to_vec();
+    }
+    let mut out = Vec::with_capacity(data.len() + data.len() / MAX * 3);
+    let mut in_headers = true;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        let body = line.strip_suffix(b"\r\n").unwrap_or(line);
+        if in_headers && body.is_empty() {
+            in_headers = false;
+        }
+        let mut rest = body;
+        let mut first = true;
+        while rest.len() > MAX {
+            let take = if first { MAX } else { MAX - 1 };
+            out.extend_from_slice(&rest[..take]);
+            out.extend_from_slice(if in_headers { b"\r\n " } else { b"\r\n" });
+            rest = &rest[take..];
+            first = !in_headers;
+        }
+        out.extend_from_slice(rest);
+        if line.len() != body.len() {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out
+}
+
 /// Wake the daemon, or run a pass in the background when there is none and we may.
 fn start_delivery(config: &Config, config_path: &Path, verbose: bool) {
     if maildrop::poke(&config.spool) {
         return;
     }
-    // Without a daemon: only someone who can open the spool (its owner, root) can run
-    // a pass; everyone else's mail waits in maildrop/ for the next cron `flush`.
-    if Spool::open(&config.spool).is_err() {
+    // Without a daemon: only someone who can write the queue (its owner, root) can
+    // run a pass; everyone else's mail waits in maildrop/ for the next cron `flush`.
+    if own_spool(&config.spool).is_none() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -207,6 +247,16 @@ fn start_delivery(config: &Config, config_path: &Path, verbose: bool) {
         .spawn();
 }
 
+/// The queue, when this process may write it (root or the spool's owner). Opening
+/// alone is not proof: the spool root is traversable by all, `tmp/` is not writable.
+fn own_spool(root: &Path) -> Option<Spool> {
+    let spool = Spool::open(root).ok()?;
+    let tmp = std::ffi::CString::new(root.join("tmp").as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: a valid NUL-terminated path.
+    let writable = unsafe { libc::access(tmp.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+    writable.then_some(spool)
+}
+
 /// `-bs`: an SMTP session on stdin/stdout. Root (the spool's owner) queues directly;
 /// anyone else through the maildrop.
 fn smtp_on_stdio(config: &Config, config_path: &Path) -> i32 {
@@ -222,7 +272,7 @@ fn smtp_on_stdio(config: &Config, config_path: &Path) -> i32 {
     };
     let mut session = Session::new(Arc::clone(&config), peer);
     let new_mail = Cell::new(false);
-    let spool = Spool::open(&config.spool).ok();
+    let spool = own_spool(&config.spool);
     let mut incoming = None;
     let mut drop_backend = MaildropBackend {
         root: &config.spool,
@@ -235,6 +285,7 @@ fn smtp_on_stdio(config: &Config, config_path: &Path) -> i32 {
         directory: &directory,
         users: None,
         incoming: &mut incoming,
+        group: None,
         new_mail: &new_mail,
     });
     let stdout = io::stdout();
@@ -328,5 +379,34 @@ impl Backend for MaildropBackend<'_> {
     }
     fn abort_message(&mut self) {
         self.data.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_folded_in_headers_and_split_in_the_body() {
+        let long = "x".repeat(2500);
+        let msg = format!("Subject: {long}\r\n\r\n{long}\r\nshort\r\n");
+        let out = wrap_long_lines(msg.as_bytes());
+        let text = String::from_utf8(out).expect("utf8");
+        for line in text.split("\r\n") {
+            assert!(line.len() <= 998, "{}", line.len());
+        }
+        // Nothing lost: only line breaks (and a folding space in the header) added.
+        assert_eq!(
+            text.replace("\r\n ", "").replace("\r\n", ""),
+            msg.replace("\r\n", "")
+        );
+        let (head, body) = text.split_once("\r\n\r\n").expect("blank line");
+        assert!(
+            head.starts_with("Subject: ") && head.contains("\r\n x"),
+            "folded"
+        );
+        assert!(body.ends_with("\r\nshort\r\n"));
+        // Short lines pass through untouched.
+        assert_eq!(wrap_long_lines(b"a\r\n\r\nb\r\n"), b"a\r\n\r\nb\r\n");
     }
 }

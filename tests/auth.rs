@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ fn submission_daemon(extra: &str) -> Submission {
         ),
     )
     .expect("users");
+    // Hashes are secrets too: postling refuses a world-readable users file.
+    fs::set_permissions(&users, fs::Permissions::from_mode(0o600)).expect("chmod");
     let submission = free_port();
     let submissions = free_port();
     let d = Daemon::start(&format!(
@@ -263,6 +266,7 @@ fn bad_users_file_exits_78_with_file_and_line() {
     let (certs, tls) = tls_config();
     let users = certs.path().join("users");
     fs::write(&users, "alice:$6$salt$hash\nbob:plaintext\n").expect("users");
+    fs::set_permissions(&users, fs::Permissions::from_mode(0o600)).expect("chmod");
     let dir = TempDir::new("badusers");
     let conf = dir.path().join("c.conf");
     fs::write(
@@ -289,4 +293,34 @@ fn bad_users_file_exits_78_with_file_and_line() {
             "{cmd}: {err}"
         );
     }
+}
+
+#[test]
+fn a_world_readable_users_file_is_refused() {
+    let s = TempDir::new("wr-users");
+    let users = s.path().join("users");
+    fs::write(
+        &users,
+        "alice:$5$saltsalt$6E0Q0Vb0yVWw8y5Bf2c9K0jjg3Z7Z4M0vJq7u7C0Xb4\n",
+    )
+    .expect("users");
+    fs::set_permissions(&users, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let conf = s.path().join("c.conf");
+    fs::write(
+        &conf,
+        format!(
+            "hostname = mx.test\nspool = {}/spool\naliases = /dev/null\nusers = {}\n",
+            s.path().display(),
+            users.display()
+        ),
+    )
+    .expect("conf");
+    let out = Command::new(common::BIN)
+        .args(["check", "-c"])
+        .arg(&conf)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("world-readable"), "{err}");
 }

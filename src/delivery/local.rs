@@ -48,6 +48,9 @@ pub struct LocalContext<'a> {
     pub message: &'a Path,
     /// Envelope sender (`""` for `<>`), for Return-Path.
     pub sender: &'a str,
+    /// Mailboxes this message was already delivered to in this pass: a user named
+    /// directly and through an alias gets one copy, as with sendmail and Postfix.
+    pub seen: &'a std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
 /// Deliver `address` (`user@local.domain`, or a bare name = an expanded mailbox).
@@ -118,6 +121,12 @@ pub fn deliver(ctx: &LocalContext, address: &str, expanded: bool) -> LocalOutcom
 /// One copy into `mail_dir/<user>/`.
 fn to_mailbox(ctx: &LocalContext, user: &str, delivered_to: &str) -> (Verdict, String) {
     let user = user.to_ascii_lowercase();
+    if ctx.seen.borrow().contains(&user) {
+        return (
+            Verdict::Delivered,
+            "250 2.0.0 duplicate: this mailbox already has a copy".into(),
+        );
+    }
     let Some(path) = maildir::mailbox_path(&ctx.config.mail_dir, &user) else {
         return (Verdict::Permanent, "550 5.1.1 bad mailbox name".into());
     };
@@ -159,7 +168,10 @@ fn to_mailbox(ctx: &LocalContext, user: &str, delivered_to: &str) -> (Verdict, S
         delivered_to,
         crate::time::unix_micros(),
     ) {
-        Ok(_) => (Verdict::Delivered, "250 2.0.0 delivered to maildir".into()),
+        Ok(_) => {
+            ctx.seen.borrow_mut().insert(user);
+            (Verdict::Delivered, "250 2.0.0 delivered to maildir".into())
+        }
         Err(e) => (verdict_of(&e), e.reply()),
     }
 }
@@ -182,6 +194,7 @@ mod tests {
         dir: PathBuf,
         config: Config,
         aliases: Aliases,
+        seen: std::cell::RefCell<std::collections::HashSet<String>>,
     }
 
     impl Fixture {
@@ -206,6 +219,7 @@ mod tests {
                 dir,
                 config,
                 aliases,
+                seen: Default::default(),
             }
         }
 
@@ -213,6 +227,7 @@ mod tests {
             let passwd = self.dir.join("passwd");
             let message = self.dir.join("msg");
             let ctx = LocalContext {
+                seen: &self.seen,
                 id: "TEST",
                 config: &self.config,
                 aliases: &self.aliases,
@@ -292,7 +307,12 @@ mod tests {
                 },
             ]
         );
-        // A fanned-out mailbox is delivered as itself, never expanded again.
+        // In this pass alice already has her copy: naming her again adds none.
+        let out = f.deliver("alice@mx.test", false);
+        assert_eq!(out.verdict, Verdict::Delivered);
+        assert_eq!(f.count("alice"), 1);
+        // In a later pass, a fanned-out mailbox is delivered as itself.
+        f.seen.borrow_mut().clear();
         let out = f.deliver("alice", true);
         assert_eq!(out.verdict, Verdict::Delivered);
         assert_eq!(f.count("alice"), 2);

@@ -94,7 +94,11 @@ pub fn run(config: &Config, spool: &Spool, opts: PassOptions) -> Result<PassSumm
 fn run_once(config: &Config, spool: &Spool, opts: PassOptions) -> Result<PassSummary, String> {
     let aliases = Aliases::load(&config.aliases).map_err(|e| e.to_string())?;
     // Mail local users left in maildrop/ joins the queue first.
-    match crate::spool::maildrop::pickup(spool, &config.hostname) {
+    let limits = crate::spool::maildrop::Limits {
+        max_size: config.max_message_size,
+        max_recipients: config.max_recipients,
+    };
+    match crate::spool::maildrop::pickup(spool, &config.hostname, &limits) {
         Ok(0) => {}
         Ok(n) => info!("picked up {n} message(s) from maildrop/"),
         Err(e) => warn!("maildrop/: {}", crate::time::io_reason(&e)),
@@ -179,6 +183,7 @@ fn deliver_local(
 ) {
     let passwd = PathBuf::from("/etc/passwd");
     for job in jobs {
+        let seen = std::cell::RefCell::new(std::collections::HashSet::new());
         let mut i = 0;
         // Fanned-out recipients are appended while we walk; remote ones wait for the
         // remote phase, mailbox ones arrive already tried.
@@ -193,6 +198,7 @@ fn deliver_local(
             let address = r.address.clone();
             let id = job.env.id.to_string();
             let ctx = LocalContext {
+                seen: &seen,
                 id: &id,
                 config,
                 aliases,

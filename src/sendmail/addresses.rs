@@ -116,6 +116,16 @@ pub fn parse_header(name: &str, value: &[u8]) -> Result<Vec<String>, HeaderError
 /// Parse an RFC 5322 address list (possibly empty) into its addr-specs, in order.
 /// Groups contribute their members; `undisclosed-recipients:;` contributes nothing.
 pub fn parse_address_list(value: &[u8]) -> Result<Vec<String>, ListError> {
+    let out = parse_list(value)?;
+    // RFC 6532 allows UTF-8, but not its C1 control characters (U+0080–U+009F):
+    // found by fuzzing (fuzz/regressions/headers_t).
+    if out.iter().any(|a| a.chars().any(char::is_control)) {
+        return Err(ListError::ControlCharacter);
+    }
+    Ok(out)
+}
+
+fn parse_list(value: &[u8]) -> Result<Vec<String>, ListError> {
     let mut p = Parser {
         input: value,
         pos: 0,
@@ -545,6 +555,8 @@ mod tests {
         ("team: a@b c@d;", Err(MissingComma)),
         ("a\0b@c", Err(ControlCharacter)),
         ("a@b\x1b", Err(ControlCharacter)),
+        ("a\u{85}b@c", Err(ControlCharacter)),
+        ("Name <x\u{9f}@c>", Err(ControlCharacter)),
         ("\"a\x07\"@b", Err(ControlCharacter)),
         ("\"a\\\x07\"@b", Err(ControlCharacter)),
         ("\"a\r\nb\"@c", Err(ControlCharacter)),

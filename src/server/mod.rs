@@ -14,6 +14,7 @@
 //! - On SIGTERM/SIGINT nothing acknowledged is lost: a message only gets `250` after it
 //!   is durable, and sessions in DATA may finish within the grace period.
 
+mod privsep;
 mod runner;
 mod signals;
 mod store;
@@ -66,6 +67,11 @@ const SIGNAL: Token = Token(usize::MAX - 1);
 const PICKUP: Token = Token(usize::MAX - 2);
 const FIRST_CONNECTION: usize = 1024;
 
+/// Read/process/write rounds one connection gets per turn of the event loop before the
+/// others have theirs (each reads at most READ_CHUNK): a client that keeps its socket
+/// full of pipelined commands must not hold the loop.
+const MAX_ROUNDS_PER_TURN: usize = 4;
+
 struct Connection {
     stream: Transport,
     ip: IpAddr,
@@ -83,6 +89,12 @@ struct Connection {
     tls_logged: bool,
     /// Replies are held until then (a failed AUTH); nothing is read or sent meanwhile.
     hold_until: Option<Instant>,
+    /// A received message waiting for the group commit at the end of this loop turn.
+    staged: Option<(Incoming, crate::spool::Envelope)>,
+    /// Its turn ended with work left: drive it again after the others.
+    yielded: bool,
+    /// It is in `Server::ready` (at most once).
+    in_ready: bool,
 }
 
 /// Everything that can change on SIGHUP.
@@ -129,12 +141,14 @@ struct Server {
     scratch: Vec<u8>,
     /// Recent failed AUTHs per client address, across sessions.
     auth_memory: AddressMemory,
-    /// Delivery passes (child processes).
-    runner: PassRunner,
+    /// Delivery passes: run here, or asked of the root parent (privilege separation).
+    passes: Passes,
     /// A session queued a message since the loop last looked.
     new_mail: Cell<bool>,
     /// Set once SIGTERM/SIGINT arrived: the moment sessions are cut off.
     stopping: Option<Instant>,
+    /// Connections whose turn ended with work left (no readiness event will come).
+    ready: Vec<usize>,
 }
 
 /// `postling serve`: returns the process exit code.
@@ -189,6 +203,13 @@ pub fn serve(config: Config) -> i32 {
             crate::time::io_reason(&e)
         );
     }
+    if let Err(e) = spool.clean_orphans(3600) {
+        warn!(
+            "{}: cleaning msg/: {}",
+            config.spool.display(),
+            crate::time::io_reason(&e)
+        );
+    }
     let mut server = match Server::new(config, directory, tls, users, spool) {
         Ok(s) => s,
         Err((what, e)) => {
@@ -196,11 +217,97 @@ pub fn serve(config: Config) -> i32 {
             return exit::UNAVAILABLE;
         }
     };
+    if let Some(name) = server.settings.config.user.clone() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            warn!("user = {name}: not started as root, running as we are");
+        } else {
+            match separate(&mut server, &name) {
+                Ok(Some(code)) => return code, // the root parent, done
+                Ok(None) => {}                 // the unprivileged child: serve
+                Err(e) => {
+                    eprintln!("postling: user = {name}: {e}");
+                    return exit::CONFIG;
+                }
+            }
+        }
+    }
     match server.run() {
         Ok(()) => exit::OK,
         Err(e) => {
             error!("event loop failed: {e}");
             exit::SOFTWARE
+        }
+    }
+}
+
+/// Fork into a root parent that runs delivery passes and an unprivileged child that
+/// serves SMTP (see `privsep`). Returns `Some(exit code)` in the parent once the child
+/// has ended, `None` in the child.
+fn separate(server: &mut Server, name: &str) -> Result<Option<i32>, String> {
+    let (uid, gid) = privsep::lookup_user(name)?;
+    privsep::hand_over_spool(server.spool.root(), uid, gid)
+        .map_err(|e| format!("spool: {}", crate::time::io_reason(&e)))?;
+    let (notify_r, notify_w) = privsep::notify_pipe().map_err(|e| e.to_string())?;
+    // SAFETY: single-threaded here (no thread has been started), so fork is sound.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error().to_string()),
+        0 => {
+            drop(notify_r);
+            privsep::drop_to(uid, gid).map_err(|e| e.to_string())?;
+            info!("serving as {name} (uid {uid}, gid {gid}); delivery runs as root");
+            server.passes = Passes::Ask(notify_w);
+            Ok(None)
+        }
+        child => {
+            drop(notify_w);
+            // The parent never touches the network: close the listeners.
+            for (listener, _) in server.listeners.drain(..) {
+                drop(listener);
+            }
+            let config = Arc::clone(&server.settings.config);
+            Ok(Some(privsep::supervise(&config, child, notify_r)))
+        }
+    }
+}
+
+/// Who runs delivery passes.
+enum Passes {
+    /// This process (no privilege separation).
+    Run(PassRunner),
+    /// The root parent, asked through this pipe.
+    Ask(std::fs::File),
+}
+
+impl Passes {
+    fn request(&mut self) {
+        match self {
+            Passes::Run(r) => r.request(),
+            Passes::Ask(w) => privsep::request_pass(w),
+        }
+    }
+    fn poll(&mut self, now: Instant) {
+        if let Passes::Run(r) = self {
+            r.poll(now);
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Passes::Run(r) => r.next_deadline(),
+            Passes::Ask(_) => None,
+        }
+    }
+    fn set_interval(&mut self, d: Duration) {
+        if let Passes::Run(r) = self {
+            r.set_interval(d);
+        }
+    }
+    /// The maildrop FIFO, when this process is the one that runs passes.
+    fn fifo(&self, spool_root: &std::path::Path) -> io::Result<std::fs::File> {
+        match self {
+            Passes::Run(_) => crate::spool::maildrop::open_fifo(spool_root),
+            Passes::Ask(_) => Err(io::Error::other("read by the root process")),
         }
     }
 }
@@ -235,7 +342,7 @@ impl Server {
             config.spool.display(),
             addrs.join(", ")
         );
-        let runner = PassRunner::new(config.path.clone(), config.queue_interval);
+        let passes = Passes::Run(PassRunner::new(config.path.clone(), config.queue_interval));
         Ok(Server {
             poll,
             listeners,
@@ -252,9 +359,10 @@ impl Server {
             per_ip: HashMap::new(),
             scratch: vec![0; READ_CHUNK],
             auth_memory: AddressMemory::new(Policy::DEFAULT),
-            runner,
+            passes,
             new_mail: Cell::new(false),
             stopping: None,
+            ready: Vec::new(),
         })
     }
 
@@ -264,8 +372,9 @@ impl Server {
         self.poll
             .registry()
             .register(&mut SourceFd(&sig_fd), SIGNAL, Interest::READABLE)?;
-        // Local submissions poke this FIFO; without it they wait for queue_interval.
-        let fifo = match crate::spool::maildrop::open_fifo(self.spool.root()) {
+        // Local submissions poke this FIFO; without it they wait for queue_interval. With
+        // privilege separation the root parent listens to it instead.
+        let fifo = match self.passes.fifo(self.spool.root()) {
             Ok(f) => {
                 use std::os::fd::AsRawFd;
                 let fd = f.as_raw_fd();
@@ -275,7 +384,9 @@ impl Server {
                 Some(f)
             }
             Err(e) => {
-                warn!("maildrop FIFO: {}", crate::time::io_reason(&e));
+                if matches!(self.passes, Passes::Run(_)) {
+                    warn!("maildrop FIFO: {}", crate::time::io_reason(&e));
+                }
                 None
             }
         };
@@ -303,7 +414,7 @@ impl Server {
                             let mut buf = [0u8; 256];
                             while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
                         }
-                        self.runner.request();
+                        self.passes.request();
                     }
                     Token(i) if i < self.listeners.len() => self.accept(i),
                     Token(t) if t >= FIRST_CONNECTION => {
@@ -318,12 +429,19 @@ impl Server {
                     _ => {}
                 }
             }
+            for slot in std::mem::take(&mut self.ready) {
+                if let Some(Some(conn)) = self.connections.get_mut(slot) {
+                    conn.in_ready = false;
+                    self.drive(slot);
+                }
+            }
+            self.commit_staged();
             self.expire();
             if self.new_mail.take() {
-                self.runner.request();
+                self.passes.request();
             }
             if self.stopping.is_none() {
-                self.runner.poll(Instant::now());
+                self.passes.poll(Instant::now());
             }
             if self.stopping.is_some() && self.open == 0 {
                 info!("stopped");
@@ -332,12 +450,46 @@ impl Server {
         }
     }
 
+    /// Group commit: every message that finished DATA in this loop turn is made
+    /// durable together (one fsync of msg/ and one of env/ for all), then each session
+    /// gets its `250` (or its error). Sessions with more pipelined mail may stage again.
+    fn commit_staged(&mut self) {
+        loop {
+            let mut slots = Vec::new();
+            let mut items = Vec::new();
+            for (slot, conn) in self.connections.iter_mut().enumerate() {
+                if let Some(item) = conn.as_mut().and_then(|c| c.staged.take()) {
+                    slots.push(slot);
+                    items.push(item);
+                }
+            }
+            if items.is_empty() {
+                return;
+            }
+            let results = crate::spool::commit_group(items);
+            let idle = self.settings.config.idle_timeout;
+            for (slot, result) in slots.into_iter().zip(results) {
+                if result.is_ok() {
+                    self.new_mail.set(true);
+                }
+                if let Some(Some(conn)) = self.connections.get_mut(slot) {
+                    conn.session.handle_commit_result(result.map(|_| ()));
+                    conn.deadline = Instant::now() + idle;
+                }
+                self.drive(slot);
+            }
+        }
+    }
+
     /// The earliest idle deadline (or shutdown grace end), as a poll timeout.
     fn next_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let now = Instant::now();
         let mut next = self.stopping;
         if self.stopping.is_none() {
-            next = self.runner.next_deadline();
+            next = self.passes.next_deadline();
         }
         for conn in self.connections.iter().flatten() {
             let due = conn
@@ -436,6 +588,9 @@ impl Server {
             peer_closed: false,
             tls_logged: false,
             hold_until: None,
+            staged: None,
+            yielded: false,
+            in_ready: false,
         });
         self.open += 1;
         *self.per_ip.entry(ip).or_insert(0) += 1;
@@ -458,6 +613,9 @@ impl Server {
         );
         if !alive {
             self.close(slot);
+        } else if std::mem::take(&mut conn.yielded) && !conn.in_ready {
+            conn.in_ready = true;
+            self.ready.push(slot);
         }
     }
 
@@ -470,6 +628,7 @@ impl Server {
             directory: &self.settings.directory,
             users: self.settings.users.as_deref(),
             incoming: &mut conn.incoming,
+            group: None,
             new_mail: &self.new_mail,
         };
         conn.session.handle_disconnect(&mut backend);
@@ -512,6 +671,7 @@ impl Server {
                 directory: &self.settings.directory,
                 users: self.settings.users.as_deref(),
                 incoming: &mut conn.incoming,
+                group: None,
                 new_mail: &self.new_mail,
             };
             conn.session.abort(&reply, &mut backend);
@@ -590,7 +750,7 @@ impl Server {
                 return;
             }
         };
-        self.runner.set_interval(config.queue_interval);
+        self.passes.set_interval(config.queue_interval);
         info!("reloaded {}", path.display());
         self.settings = Settings {
             directory: Directory::new(aliases, &config.mail_dir),
@@ -631,15 +791,22 @@ fn drive_connection(
     if conn.hold_until.is_some() {
         return true; // expire() drives it again when the hold is over
     }
+    let mut rounds = 0;
     loop {
+        rounds += 1;
+        if rounds > MAX_ROUNDS_PER_TURN {
+            conn.yielded = true;
+            return true;
+        }
         let mut progress = false;
         // 1. Let the session work on buffered input.
-        if !conn.pending.is_empty() && !conn.session.is_closed() {
+        if !conn.pending.is_empty() && !conn.session.is_closed() && !conn.session.is_committing() {
             let mut backend = SpoolBackend {
                 spool,
                 directory,
                 users: settings.users.as_deref(),
                 incoming: &mut conn.incoming,
+                group: Some(&mut conn.staged),
                 new_mail,
             };
             let was_data = conn.session.in_data();

@@ -2,11 +2,13 @@
 //! child process (`flush --due`), so a slow destination or a crash in delivery never
 //! touches the SMTP loop.
 //!
-//! Invariants: new mail starts a pass at once, even while others run (a pass stuck on
-//! a hanging MX must not hold up mail for anyone else; passes lock each message, so
-//! concurrent ones never deliver one twice), up to [`MAX_PASSES`] at a time; beyond
-//! that the request is remembered and served as soon as one ends. The periodic pass
-//! only starts when none is running.
+//! Invariants: new mail starts a pass at once when none runs. While passes run, a
+//! request is remembered and served when one ends, which coalesces a burst of mail
+//! into few passes; but if the youngest running pass is older than [`STUCK_AFTER`]
+//! (it may be waiting on a hanging MX), a new one starts at once, up to [`MAX_PASSES`]:
+//! a stalled destination never holds up mail for anyone else. Passes lock each message,
+//! so concurrent ones never deliver one twice. The periodic pass only starts when none
+//! is running.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,10 +19,14 @@ use log::{debug, warn};
 /// Passes running at once (each a process with up to 4 delivery workers).
 pub const MAX_PASSES: usize = 4;
 
+/// A pass running longer than this may be stuck on a slow destination.
+pub const STUCK_AFTER: Duration = Duration::from_secs(2);
+
 pub struct PassRunner {
     config_path: PathBuf,
     interval: Duration,
-    children: Vec<Child>,
+    /// Running passes and when each started.
+    children: Vec<(Child, Instant)>,
     /// A pass was asked for while one ran.
     again: bool,
     /// When the next periodic pass is due.
@@ -50,23 +56,31 @@ impl PassRunner {
 
     /// Reap finished passes, start one when due. Call on every loop turn.
     pub fn poll(&mut self, now: Instant) {
-        self.children.retain_mut(|child| match child.try_wait() {
-            Ok(Some(status)) => {
-                if !status.success() {
-                    warn!("delivery pass exited with {status}");
+        self.children
+            .retain_mut(|(child, _)| match child.try_wait() {
+                Ok(Some(status)) => {
+                    if !status.success() {
+                        warn!("delivery pass exited with {status}");
+                    }
+                    false
                 }
-                false
-            }
-            Ok(None) => true,
-            Err(e) => {
-                warn!("delivery pass: {e}");
-                false
-            }
-        });
+                Ok(None) => true,
+                Err(e) => {
+                    warn!("delivery pass: {e}");
+                    false
+                }
+            });
         if now >= self.next_periodic && self.children.is_empty() {
             self.again = true;
         }
-        if self.again && self.children.len() < MAX_PASSES {
+        let youngest = self.children.iter().map(|(_, t)| *t).max();
+        let may_start = match youngest {
+            None => true,
+            Some(t) => {
+                self.children.len() < MAX_PASSES && now.saturating_duration_since(t) >= STUCK_AFTER
+            }
+        };
+        if self.again && may_start {
             self.start(now);
         }
     }
@@ -102,7 +116,7 @@ impl PassRunner {
         match spawned {
             Ok(child) => {
                 debug!("delivery pass started (pid {})", child.id());
-                self.children.push(child);
+                self.children.push((child, now));
             }
             Err(e) => warn!("cannot start a delivery pass: {e}"),
         }

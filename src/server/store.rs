@@ -13,6 +13,9 @@ pub struct SpoolBackend<'a> {
     pub users: Option<&'a Users>,
     /// The message being received on this connection, if any.
     pub incoming: &'a mut Option<Incoming>,
+    /// Where a finished message waits for the server's group commit; `None`: commit
+    /// at once (local `-bs`, or paths that never commit).
+    pub group: Option<&'a mut Option<(Incoming, Envelope)>>,
 }
 
 impl Backend for SpoolBackend<'_> {
@@ -41,6 +44,15 @@ impl Backend for SpoolBackend<'_> {
     }
 
     fn commit_message(&mut self, envelope: &Envelope) -> Result<(), SpoolError> {
+        if let Some(slot) = self.group.as_deref_mut() {
+            let Some(inc) = self.incoming.take() else {
+                return Err(SpoolError::Io(std::io::Error::other(
+                    "no message in progress",
+                )));
+            };
+            *slot = Some((inc, envelope.clone()));
+            return Ok(());
+        }
         match self.incoming.take() {
             Some(inc) => {
                 inc.commit(envelope)?;
@@ -51,6 +63,10 @@ impl Backend for SpoolBackend<'_> {
                 "no message in progress",
             ))),
         }
+    }
+
+    fn defers_commit(&self) -> bool {
+        self.group.is_some()
     }
 
     fn abort_message(&mut self) {

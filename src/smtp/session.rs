@@ -58,8 +58,15 @@ pub trait Backend {
     fn begin_message(&mut self, now: u64) -> Result<QueueId, SpoolError>;
     /// Append decoded message bytes.
     fn write_message(&mut self, bytes: &[u8]) -> Result<(), SpoolError>;
-    /// Make the message and its envelope durable and visible to delivery.
+    /// Make the message and its envelope durable and visible to delivery; or, when
+    /// [`defers_commit`](Backend::defers_commit), hand it over for a later group commit
+    /// whose result comes back through [`Session::handle_commit_result`].
     fn commit_message(&mut self, envelope: &Envelope) -> Result<(), SpoolError>;
+    /// `commit_message` only stages the message: the `250` waits for
+    /// `Session::handle_commit_result` (the server fsyncs many messages together).
+    fn defers_commit(&self) -> bool {
+        false
+    }
     /// Drop the message being stored, leaving nothing in the queue.
     fn abort_message(&mut self);
 }
@@ -91,11 +98,22 @@ enum State {
     Data(DataState),
     /// An AUTH exchange awaits the client's next line (after a `334`).
     Auth(Box<Exchange>),
+    /// The message is staged for a group commit; the reply waits for
+    /// [`Session::handle_commit_result`] and no input is processed meanwhile.
+    Committing(Box<Committed>),
     /// `220` to STARTTLS sent: the server switches the connection to TLS once that
     /// reply is out. Any plaintext that arrives meanwhile is discarded unread (pipelined
     /// commands after STARTTLS must not run inside TLS: CVE-2011-0411).
     StartingTls,
     Closed,
+}
+
+/// What the log line and the reply need once a deferred commit is done.
+struct Committed {
+    id: QueueId,
+    sender: String,
+    size: u64,
+    nrcpt: usize,
 }
 
 struct DataState {
@@ -179,7 +197,7 @@ impl Session {
         while pos < input.len() && self.out.len() < OUTPUT_HIGH_WATER && self.reply_delay.is_none()
         {
             match self.state {
-                State::Closed => break,
+                State::Closed | State::Committing(_) => break,
                 State::StartingTls => {
                     if input.len() > pos {
                         info!(
@@ -218,6 +236,41 @@ impl Session {
     /// AUTH); input is not processed meanwhile. Taking it clears it.
     pub fn take_reply_delay(&mut self) -> Option<Duration> {
         self.reply_delay.take()
+    }
+
+    /// A message waits for its group commit (see [`Backend::defers_commit`]).
+    pub fn is_committing(&self) -> bool {
+        matches!(self.state, State::Committing(_))
+    }
+
+    /// The group commit of the staged message is done: `Ok` means durable, and only
+    /// now is `250` sent.
+    pub fn handle_commit_result(&mut self, result: Result<(), SpoolError>) {
+        let State::Committing(c) = std::mem::replace(&mut self.state, State::Command) else {
+            return;
+        };
+        self.report_commit(&c, result);
+    }
+
+    fn report_commit(&mut self, c: &Committed, result: Result<(), SpoolError>) {
+        let client = self.client_name();
+        match result {
+            Ok(()) => {
+                let sasl = match &self.auth_user {
+                    Some(user) => format!(", sasl_username={user}"),
+                    None => String::new(),
+                };
+                info!(
+                    "{}: client={client}{sasl}, from=<{}>, size={}, nrcpt={}",
+                    c.id, c.sender, c.size, c.nrcpt
+                );
+                self.send(&reply::queued(c.id.as_str()));
+            }
+            Err(e) => {
+                log::error!("{}: cannot queue message from {client}: {e}", c.id);
+                self.fail(spool_reply(&e));
+            }
+        }
     }
 
     /// Failed AUTHs since the last call, for the server's per-address memory.
@@ -626,7 +679,9 @@ impl Session {
             Err(e) => return self.fail(spool_reply(&e)),
         };
         let header = self.received_header(&id, now);
-        let headers = (self.peer.role != Role::Smtp).then(|| {
+        // Submission ports and local submission (`sendmail -bs`): RFC 6409 §8.
+        let submission = self.peer.role != Role::Smtp || self.peer.ip.is_none();
+        let headers = submission.then(|| {
             SubmissionHeaders::new(
                 format!("Date: {}\r\n", crate::time::rfc5322(now)),
                 format!("Message-ID: <{id}@{}>\r\n", self.config.hostname),
@@ -731,25 +786,18 @@ impl Session {
             helo: self.helo.clone().unwrap_or_default(),
             auth_user: self.auth_user.clone(),
         };
-        match backend.commit_message(&envelope) {
-            Ok(()) => {
-                let sasl = match &self.auth_user {
-                    Some(user) => format!(", sasl_username={user}"),
-                    None => String::new(),
-                };
-                info!(
-                    "{}: client={client}{sasl}, from=<{sender}>, size={}, nrcpt={}",
-                    st.id,
-                    envelope.size,
-                    envelope.recipients.len()
-                );
-                self.send(&reply::queued(st.id.as_str()));
-            }
-            Err(e) => {
-                log::error!("{}: cannot queue message from {client}: {e}", st.id);
-                self.fail(spool_reply(&e));
-            }
+        let committed = Committed {
+            id: st.id.clone(),
+            sender,
+            size: envelope.size,
+            nrcpt: envelope.recipients.len(),
+        };
+        let result = backend.commit_message(&envelope);
+        if result.is_ok() && backend.defers_commit() {
+            self.state = State::Committing(Box::new(committed));
+            return;
         }
+        self.report_commit(&committed, result);
     }
 
     /// RFC 5321 §4.4 trace header. The client-supplied HELO name is reduced to printable

@@ -169,7 +169,17 @@ pub fn open_fifo(spool_root: &Path) -> io::Result<File> {
 }
 
 /// Move every complete drop file into the queue. Returns how many were queued.
-pub fn pickup(spool: &Spool, hostname: &str) -> io::Result<usize> {
+/// What pickup enforces whatever wrote the drop file.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_size: u64,
+    pub max_recipients: usize,
+}
+
+/// Room for the drop file's own header lines on top of the message.
+const MAX_DROP_HEADER: u64 = 1024 * 1024;
+
+pub fn pickup(spool: &Spool, hostname: &str, limits: &Limits) -> io::Result<usize> {
     let dir = spool.root().join(DIR);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -195,16 +205,9 @@ pub fn pickup(spool: &Spool, hostname: &str) -> io::Result<usize> {
             }
             continue;
         }
-        match pickup_one(spool, &path, hostname, now) {
-            Ok(id) => {
-                queued += 1;
-                if let Err(e) = fs::remove_file(&path) {
-                    log::error!(
-                        "{id}: maildrop/{name} queued but not removed: {}",
-                        crate::time::io_reason(&e)
-                    );
-                }
-            }
+        match pickup_one(spool, &path, hostname, limits, now) {
+            Ok(_) => queued += 1,
+            Err(Bad::Busy) => {}
             Err(Bad::Transient(e)) => {
                 log::warn!("maildrop/{name}: {}", crate::time::io_reason(&e));
             }
@@ -223,12 +226,24 @@ pub fn pickup(spool: &Spool, hostname: &str) -> io::Result<usize> {
     Ok(queued)
 }
 
+fn reader_meta(file: &File) -> io::Result<fs::Metadata> {
+    file.metadata()
+}
+
 enum Bad {
+    /// Another pass is picking it up.
+    Busy,
     Transient(io::Error),
     Corrupt(String),
 }
 
-fn pickup_one(spool: &Spool, path: &Path, hostname: &str, now: u64) -> Result<String, Bad> {
+fn pickup_one(
+    spool: &Spool,
+    path: &Path,
+    hostname: &str,
+    limits: &Limits,
+    now: u64,
+) -> Result<String, Bad> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -244,9 +259,34 @@ fn pickup_one(spool: &Spool, path: &Path, hostname: &str, now: u64) -> Result<St
     if !meta.is_file() {
         return Err(Bad::Corrupt("not a regular file".into()));
     }
+    // Two passes may pick up at the same time: the one holding the lock takes the file;
+    // the other skips it, and so does a pass that locks it after it was taken.
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(Bad::Busy),
+        Err(std::fs::TryLockError::Error(e)) => return Err(Bad::Transient(e)),
+    }
+    // Taken (and unlinked) by another pass between our open and our lock.
+    match reader_meta(&file) {
+        Ok(m) if m.nlink() > 0 => {}
+        _ => return Err(Bad::Busy),
+    }
+    // Whatever wrote this file (sendmail, or a user by hand), the limits hold.
+    if meta.len() > limits.max_size.saturating_add(MAX_DROP_HEADER) {
+        return Err(Bad::Corrupt(format!(
+            "larger than max_message_size ({} bytes)",
+            meta.len()
+        )));
+    }
     let uid = meta.uid();
     let mut reader = BufReader::new(file);
     let drop = read_header(&mut reader)?;
+    if drop.recipients.len() > limits.max_recipients {
+        return Err(Bad::Corrupt(format!(
+            "{} recipients, more than max_recipients",
+            drop.recipients.len()
+        )));
+    }
     let user = crate::local::directory::user_name(uid).unwrap_or_else(|| uid.to_string());
     let mut incoming = spool
         .begin(now)
@@ -293,6 +333,15 @@ fn pickup_one(spool: &Spool, path: &Path, hostname: &str, now: u64) -> Result<St
     incoming
         .commit(&env)
         .map_err(|e| Bad::Transient(io::Error::other(e.to_string())))?;
+    // Remove the drop file while still holding its lock, so that no other pass can
+    // lock it, find it linked, and queue it a second time.
+    if let Err(e) = fs::remove_file(path) {
+        log::error!(
+            "{id}: {} queued but not removed: {}",
+            path.display(),
+            crate::time::io_reason(&e)
+        );
+    }
     log::info!(
         "{id}: uid={uid} ({user}), from=<{}>, size={size}, nrcpt={}",
         drop.sender,
@@ -388,6 +437,11 @@ fn decode(s: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    const TEST_LIMITS: Limits = Limits {
+        max_size: 1024 * 1024,
+        max_recipients: 10,
+    };
+
     fn temp_spool(tag: &str) -> (PathBuf, Spool) {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -416,7 +470,7 @@ mod tests {
             eight_bit: true,
         };
         submit(&root, &drop, b"Subject: hi\r\n\r\nbody\r\n").expect("submit");
-        assert_eq!(pickup(&spool, "mx.test").expect("pickup"), 1);
+        assert_eq!(pickup(&spool, "mx.test", &TEST_LIMITS).expect("pickup"), 1);
         let envs = spool.list().expect("list");
         assert_eq!(envs.len(), 1);
         assert_eq!(envs[0].sender, "alice@host.example");
@@ -434,7 +488,38 @@ mod tests {
         );
         assert!(msg.ends_with("Subject: hi\r\n\r\nbody\r\n"), "{msg}");
         // The drop file is gone; nothing is picked up twice.
-        assert_eq!(pickup(&spool, "mx.test").expect("pickup"), 0);
+        assert_eq!(pickup(&spool, "mx.test", &TEST_LIMITS).expect("pickup"), 0);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn concurrent_pickups_queue_a_drop_file_once() {
+        use std::os::fd::AsRawFd;
+        let (dir, spool) = temp_spool("race");
+        let root = spool.root().to_path_buf();
+        let drop = Drop {
+            sender: "alice@host.example".into(),
+            recipients: vec!["bob@example.org".into()],
+            eight_bit: false,
+        };
+        let path = submit(&root, &drop, b"Subject: once\r\n\r\nbody\r\n").expect("submit");
+        // Another pass holds the file: it is left alone.
+        let other = File::open(&path).expect("open");
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX) }, 0);
+        assert_eq!(pickup(&spool, "mx.test", &TEST_LIMITS).expect("pickup"), 0);
+        assert!(path.exists());
+        std::mem::drop(other);
+        // Many passes at once: exactly one queues it.
+        let queued: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| pickup(&spool, "mx.test", &TEST_LIMITS).expect("pickup")))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        assert_eq!(queued, 1);
+        assert_eq!(spool.list().expect("list").len(), 1);
+        assert!(!path.exists());
         let _ = fs::remove_dir_all(dir);
     }
 
@@ -445,7 +530,7 @@ mod tests {
         fs::write(root.join(DIR).join("0001.1.1"), "garbage\n").expect("write");
         std::os::unix::fs::symlink("/etc/passwd", root.join(DIR).join("0002.1.1")).expect("ln");
         fs::write(root.join(DIR).join("tmp.0003.1.1"), "in progress").expect("write");
-        assert_eq!(pickup(&spool, "mx.test").expect("pickup"), 0);
+        assert_eq!(pickup(&spool, "mx.test", &TEST_LIMITS).expect("pickup"), 0);
         assert!(spool.list().expect("list").is_empty());
         let corrupt: Vec<String> = fs::read_dir(root.join("corrupt"))
             .expect("corrupt")

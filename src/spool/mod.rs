@@ -15,6 +15,9 @@
 //! The spool itself is 0711 (others may only reach `maildrop/` by name); `tmp/`, `msg/`,
 //! `env/` and `corrupt/` are 0700, files 0600.
 //!
+//! Files are made durable with `fdatasync` (data and the metadata needed to read it back,
+//! such as the size; not the timestamps), directories with `fsync`.
+//!
 //! Commit order (each step only after the previous one succeeded):
 //! 1. flush and fsync `tmp/ID.msg`;
 //! 2. write and fsync `tmp/ID.env` (`O_EXCL`, 0600);
@@ -269,7 +272,7 @@ impl Spool {
         let (tmp_path, mut file) = self.create_envelope_tmp(&env.id)?;
         let result = file
             .write_all(&envelope::encode(env))
-            .and_then(|()| file.sync_all())
+            .and_then(|()| file.sync_data())
             .and_then(|()| fs::rename(&tmp_path, &final_path));
         drop(file);
         if let Err(e) = result {
@@ -303,6 +306,40 @@ impl Spool {
             }
             match fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Remove `msg/ID` files that no `env/ID` refers to and that were last modified more
+    /// than `older_than_secs` ago: what a crash between commit steps 3 and 4 left. (A
+    /// fresh one may be a commit between those steps, or a removal between its two
+    /// unlinks.) Returns how many were removed.
+    pub fn clean_orphans(&self, older_than_secs: u64) -> io::Result<usize> {
+        let now = crate::time::unix_now();
+        let mut removed = 0;
+        for entry in fs::read_dir(self.root.join("msg"))? {
+            let entry = entry?;
+            let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) else {
+                continue;
+            };
+            if exists(&self.env_path(&id))? {
+                continue;
+            }
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+            if meta.is_dir() || now.saturating_sub(mtime) <= older_than_secs {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    log::info!("{id}: removed msg/{id}: no envelope (left by a crash)");
+                    removed += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
@@ -552,7 +589,7 @@ impl Incoming {
         }
         let (file, _) = file.into_parts();
         step(Step::SyncMessage)?;
-        file.sync_all()?;
+        file.sync_data()?;
         drop(file);
 
         let env_tmp = self.envelope_tmp_path();
@@ -561,7 +598,7 @@ impl Incoming {
         progress.envelope_tmp_created = true;
         env_file.write_all(&envelope::encode(envelope))?;
         step(Step::SyncEnvelope)?;
-        env_file.sync_all()?;
+        env_file.sync_data()?;
         drop(env_file);
 
         // The message must be durable in msg/ before the envelope can point at it.
@@ -598,6 +635,115 @@ impl Incoming {
 
     fn envelope_tmp_path(&self) -> PathBuf {
         self.spool.root.join("tmp").join(format!("{}.env", self.id))
+    }
+
+    /// Steps 1 and 2 of the commit for one message of a group: data and envelope
+    /// durable in `tmp/`.
+    fn prepare_group(&mut self, envelope: &Envelope, progress: &mut Progress) -> io::Result<()> {
+        let Some(mut file) = self.file.take() else {
+            return Err(io::Error::other("message already committed"));
+        };
+        if envelope.id != self.id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("envelope {} given for message {}", envelope.id, self.id),
+            ));
+        }
+        if let Err(e) = file.flush() {
+            let _ = file.into_parts();
+            return Err(e);
+        }
+        let (file, _) = file.into_parts();
+        file.sync_data()?;
+        drop(file);
+        let mut env_file = create_exclusive(&self.envelope_tmp_path())?;
+        progress.envelope_tmp_created = true;
+        env_file.write_all(&envelope::encode(envelope))?;
+        env_file.sync_data()
+    }
+}
+
+/// Group commit: the same steps and order as [`Incoming::commit`] for several messages
+/// at once, with one fsync of `msg/` and one of `env/` for the whole group instead of
+/// one each per message. Every message's data is durable in `msg/` before any envelope
+/// is renamed into `env/`, so the invariants of the module hold for each message. One
+/// result per message, in order; a failed message leaves nothing visible.
+pub fn commit_group(items: Vec<(Incoming, Envelope)>) -> Vec<Result<QueueId, SpoolError>> {
+    struct Item {
+        incoming: Incoming,
+        progress: Progress,
+        error: Option<io::Error>,
+    }
+    let mut group: Vec<Item> = items
+        .into_iter()
+        .map(|(mut incoming, envelope)| {
+            let mut progress = Progress::default();
+            let error = incoming.prepare_group(&envelope, &mut progress).err();
+            Item {
+                incoming,
+                progress,
+                error,
+            }
+        })
+        .collect();
+    // Step 3: data into msg/, then one fsync of msg/ for all.
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for it in group.iter_mut().filter(|it| it.error.is_none()) {
+        let inc = &it.incoming;
+        match fs::rename(&inc.tmp_path, inc.spool.message_path(&inc.id)) {
+            Ok(()) => it.progress.message_renamed = true,
+            Err(e) => it.error = Some(e),
+        }
+        if !roots.contains(&inc.spool.root) {
+            roots.push(inc.spool.root.clone());
+        }
+    }
+    for root in &roots {
+        if let Err(e) = sync_dir(&root.join("msg")) {
+            fail_all(
+                &mut group.iter_mut().map(|it| &mut it.error).collect::<Vec<_>>(),
+                &e,
+            );
+        }
+    }
+    // Step 4: envelopes into env/ (the moment each message becomes visible), one fsync.
+    for it in group.iter_mut().filter(|it| it.error.is_none()) {
+        let inc = &it.incoming;
+        match fs::rename(inc.envelope_tmp_path(), inc.spool.env_path(&inc.id)) {
+            Ok(()) => it.progress.envelope_renamed = true,
+            Err(e) => it.error = Some(e),
+        }
+    }
+    for root in &roots {
+        if let Err(e) = sync_dir(&root.join("env")) {
+            fail_all(
+                &mut group.iter_mut().map(|it| &mut it.error).collect::<Vec<_>>(),
+                &e,
+            );
+        }
+    }
+    group
+        .into_iter()
+        .map(|mut it| match it.error.take() {
+            None => Ok(it.incoming.id.clone()),
+            Some(e) => {
+                it.incoming.undo(&it.progress);
+                Err(e.into())
+            }
+        })
+        .collect()
+}
+
+/// A directory fsync failed: no message of the group may be acknowledged.
+fn fail_all(errors: &mut [&mut Option<io::Error>], e: &io::Error) {
+    for slot in errors.iter_mut() {
+        if slot.is_none() {
+            // Keep the errno: ENOSPC must still become 452 4.3.1.
+            **slot = Some(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            });
+        }
     }
 }
 
@@ -872,5 +1018,34 @@ mod tests {
             t.spool.lock(&id).err().map(|e| e.kind()),
             Some(io::ErrorKind::NotFound)
         );
+    }
+
+    #[test]
+    fn group_commit_makes_each_message_durable_or_nothing() {
+        let t = TempSpool::new("group");
+        let mut items = Vec::new();
+        for n in 0..3 {
+            let mut inc = t.spool.begin(1_000 + n).unwrap();
+            inc.write(format!("message {n}").as_bytes()).unwrap();
+            let mut env = envelope(inc.id(), 1_000 + n);
+            if n == 1 {
+                // A mismatched envelope fails this message alone.
+                env.id = QueueId::new(1, 1);
+            }
+            items.push((inc, env));
+        }
+        let results = commit_group(items);
+        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+        let listed = t.spool.list().unwrap();
+        assert_eq!(listed.len(), 2);
+        for (env, want) in listed.iter().zip(["message 0", "message 2"]) {
+            assert_eq!(
+                fs::read_to_string(t.spool.message_path(&env.id)).unwrap(),
+                want
+            );
+        }
+        // Nothing of the failed one is left, not even in tmp/.
+        assert_eq!(t.names("tmp"), Vec::<String>::new());
+        assert_eq!(t.names("msg").len(), 2);
     }
 }

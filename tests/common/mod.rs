@@ -16,6 +16,13 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_postling");
 
+/// The binary under test: `$POSTLING_BIN` when set (`make test-static` points it at
+/// the static musl build), else the one cargo built for this test run. Prefer this
+/// to [`BIN`], which is always cargo's.
+pub fn bin() -> String {
+    std::env::var("POSTLING_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// A scratch directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -402,4 +409,87 @@ pub fn tls_config() -> (TempDir, String) {
         key.display()
     );
     (dir, lines)
+}
+
+// ---------------------------------------------------------------------------------------
+// Added for tests/hardening.rs and tests/soak.rs
+
+impl Daemon {
+    /// `spawn` with `env` set for `serve` (and so for the delivery passes it starts,
+    /// e.g. `POSTLING_TIMEOUT_DIVISOR`): restarts on the same directory after a kill.
+    pub fn spawn_env(&mut self, env: &[(&str, &str)]) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open log");
+        let child = Command::new(BIN)
+            .args(["serve", "-c"])
+            .arg(&self.config)
+            .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn postling serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                let mut buf = [0u8; 512];
+                if let Ok(n) = s.read(&mut buf) {
+                    if buf[..n].starts_with(b"220 ") {
+                        let _ = s.write_all(b"QUIT\r\n");
+                        return;
+                    }
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "postling serve exited early ({status}); log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postling serve did not answer; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// True when the tests run as root (mounts, chattr, ownership).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The resident set size of process `pid` in KiB (`VmRSS` in /proc/PID/status).
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The names of the entries in `dir` (empty when it cannot be read), sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }

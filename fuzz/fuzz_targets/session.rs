@@ -1,13 +1,15 @@
 //! The SMTP server session fed an arbitrary client byte stream, split where the input
 //! says (see `common`), with an in-memory backend. Checks what the session promises:
-//! replies are well-formed reply lines, a `250 … queued` only follows a commit, a stored
+//! replies are well-formed reply lines, a `250 … queued` only follows a successful
+//! commit (immediate, or a deferred group commit's result), a stored
 //! message has CRLF line ends only and its envelope states its size and survives the
 //! spool's encoding, the body stored never exceeds `max_message_size`, input is always
 //! consumed once output is drained, and no message is left open at the end.
 //!
-//! Input: `[flags] [chunking, see common] [client bytes]`. Flags pick the config (the
-//! default, or 1K messages / 3 recipients), the peer (address, role, STARTTLS, implicit
-//! TLS) and whether shutdown begins after the first chunk.
+//! Input: `[flags] [flags2] [chunking, see common] [client bytes]`. Flags pick the
+//! config (the default, or 1K messages / 3 recipients), the peer (address, role,
+//! STARTTLS, implicit TLS) and whether shutdown begins after the first chunk; flags2
+//! whether commits are deferred (group commit) and whether they fail (disk full).
 #![no_main]
 
 mod common;
@@ -44,8 +46,11 @@ fn configs() -> &'static [Arc<Config>; 2] {
 struct Memory {
     max: u64,
     submission: bool,
+    defers: bool,
+    fails: bool,
     current: Option<Vec<u8>>,
     next: u32,
+    /// Commits that succeeded: each must get its `250 … queued`.
     commits: usize,
 }
 
@@ -101,8 +106,14 @@ impl Backend for Memory {
             Ok(env),
             "envelope does not survive the spool"
         );
-        self.commits += 1;
+        if self.fails && !self.defers {
+            return Err(SpoolError::NoSpace);
+        }
+        self.commits += usize::from(!self.defers);
         Ok(())
+    }
+    fn defers_commit(&self) -> bool {
+        self.defers
     }
     fn abort_message(&mut self) {
         self.current = None;
@@ -133,9 +144,10 @@ fn check_replies(out: &[u8], queued: &mut usize) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, data)) = data.split_first() else {
+    let [flags, flags2, data @ ..] = data else {
         return;
     };
+    let (flags, flags2) = (*flags, *flags2);
     let config = Arc::clone(&configs()[usize::from(flags & 1)]);
     let ip: Option<IpAddr> = match (flags >> 1) & 3 {
         0 => Some([127, 0, 0, 1].into()),
@@ -152,10 +164,13 @@ fuzz_target!(|data: &[u8]| {
         implicit_tls: flags & 64 != 0,
         prior_auth_failures: 0,
     };
-    let submission = role != Role::Smtp;
+    // Submission ports and local submission (`sendmail -bs`) add Date:/Message-ID:.
+    let submission = role != Role::Smtp || ip.is_none();
     let mut backend = Memory {
         max: config.max_message_size,
         submission,
+        defers: flags2 & 1 != 0,
+        fails: flags2 & 2 != 0,
         ..Memory::default()
     };
     let mut session = Session::new(config, peer);
@@ -165,6 +180,12 @@ fuzz_target!(|data: &[u8]| {
         while pos < chunk.len() && !session.is_closed() {
             let n = session.handle_input(&chunk[pos..], 1_796_396_783, &mut backend);
             pos += n;
+            if session.is_committing() {
+                // The server's group commit ends; only now may the 250 go out.
+                let ok = !backend.fails;
+                backend.commits += usize::from(ok);
+                session.handle_commit_result(if ok { Ok(()) } else { Err(SpoolError::NoSpace) });
+            }
             let delayed = session.take_reply_delay().is_some();
             let out = session.take_output();
             assert!(

@@ -122,12 +122,17 @@ uninstall:
 soak: test-deps
 	$(CARGO) test --release --test soak -- --ignored --test-threads=1 --nocapture
 
-# Fuzz the DNS answer parser (nightly + cargo-fuzz; not part of make test: the fuzz
-# build alone takes minutes). FUZZ_SECONDS=600 by default.
+# Fuzz every target in fuzz/ for FUZZ_SECONDS each (nightly + cargo-fuzz; not part of
+# make test: the fuzz build alone takes minutes). FUZZ_TARGETS picks some.
 FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= session dot_reader address command client_replies envelope headers_t config dns_answer
 fuzz:
 	@cargo fuzz --version >/dev/null 2>&1 || cargo install -q cargo-fuzz
-	cd fuzz && cargo +nightly fuzz run dns_answer -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t && \
+		cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -print_final_stats=1 || exit 1; \
+	done
 
 # Benchmarks (issue 8): smtp-source -> postling -> smtp-sink and friends, written to
 # BENCHMARKS.md by tests/bench/bench.py. BENCH_PEERS=postfix also starts a private

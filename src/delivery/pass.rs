@@ -25,7 +25,7 @@ use std::sync::{mpsc, Mutex};
 use log::{info, warn};
 
 use super::local::{self, LocalContext};
-use super::remote::{self, RemoteJob, RemoteResult};
+use super::remote::{self, RemoteJob};
 use super::route::{route, Route};
 use super::schedule::{Schedule, Verdict};
 use crate::bounce::{self, BounceKind, BounceParams, FailedRecipient};
@@ -264,7 +264,7 @@ fn deliver_remote(
     }
     let queue = Mutex::new(destinations.into_iter().collect::<Vec<_>>());
     let workers = MAX_PARALLEL_DESTINATIONS.min(queue.lock().map(|q| q.len()).unwrap_or(1));
-    let (tx, rx) = mpsc::channel::<Vec<RemoteResult>>();
+    let (tx, rx) = mpsc::channel::<remote::Outcomes>();
     std::thread::scope(|s| {
         for _ in 0..workers {
             let tx = tx.clone();
@@ -284,7 +284,7 @@ fn deliver_remote(
         drop(tx);
         // Record each message's outcome as it arrives, while the other workers go on:
         // a crash later in the pass then repeats nothing the next hop already took.
-        for batch in rx {
+        for (batch, ack) in rx {
             let mut touched = Vec::new();
             for res in batch {
                 let Some(job) = jobs.get_mut(res.job) else {
@@ -314,6 +314,9 @@ fn deliver_remote(
                         warn!("{}: cannot record delivery state: {e}", job.env.id);
                     }
                 }
+            }
+            if let Some(ack) = ack {
+                let _ = ack.send(());
             }
         }
     });

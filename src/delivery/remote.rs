@@ -16,7 +16,10 @@ use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, Sender};
+
+/// A batch of results, and where to say it is recorded (see [`Outcomes`]).
+pub type Outcomes = (Vec<RemoteResult>, Option<mpsc::SyncSender<()>>);
 
 use log::debug;
 
@@ -149,12 +152,12 @@ pub fn deliver_destination(
     resolver: &mut Resolver,
     route: &Route,
     jobs: Vec<RemoteJob>,
-    out: &Sender<Vec<RemoteResult>>,
+    out: &Sender<Outcomes>,
 ) {
     let mut results = Vec::new();
     deliver_into(config, resolver, route, jobs, out, &mut results);
     if !results.is_empty() {
-        let _ = out.send(results);
+        let _ = out.send((results, None));
     }
 }
 
@@ -163,7 +166,7 @@ fn deliver_into(
     resolver: &mut Resolver,
     route: &Route,
     jobs: Vec<RemoteJob>,
-    out: &Sender<Vec<RemoteResult>>,
+    out: &Sender<Outcomes>,
     results: &mut Vec<RemoteResult>,
 ) {
     let settings = match settings(config, route) {
@@ -267,7 +270,13 @@ fn deliver_into(
                     .zip(outcomes)
                     .map(|((index, _), outcome)| result_of(job.job, *index, &outcome, &relay))
                     .collect();
-                let _ = out.send(done);
+                // Wait until the pass has written this message's outcome to the queue
+                // before sending the next one: a crash then repeats at most the
+                // message in flight, never everything sent so far.
+                let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+                if out.send((done, Some(ack_tx))).is_ok() {
+                    let _ = ack_rx.recv();
+                }
             }
             if conn.is_usable() {
                 conn.quit();

@@ -1085,3 +1085,42 @@ fn measure_flush_on_an_empty_queue() {
         times[times.len() - 1].as_secs_f64() * 1000.0,
     );
 }
+
+/// A fast MX takes messages much faster than the pass can fsync their outcomes; the pass
+/// must not run ahead of its records, or a crash resends everything sent so far
+/// (BENCHMARKS.md: once 1,043 of 2,000). Kill the pass in the middle of 60 messages: the
+/// next flush may repeat only what was in flight.
+#[test]
+fn kill_9_during_a_fast_flush_repeats_at_most_the_message_in_flight() {
+    const N: usize = 60;
+    let port = sink_port();
+    let dns = Dns::start(ZONE);
+    let (gate, _g, d, sink) = gated_queue(&[], N, "remote.test", port, &dns, &[]);
+    fs::remove_file(&gate).expect("open the gate");
+    let mut pass = flush_command(&d, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flush");
+    assert!(
+        eventually(Duration::from_secs(30), || sink.count() >= N / 3),
+        "the pass never got going; log:\n{}",
+        d.log()
+    );
+    pass.kill().expect("kill -9");
+    let _ = pass.wait();
+    let before = sink.count();
+    assert_flush_ok(&d, &[]);
+    assert!(d.queue().is_empty(), "{:?}", d.queue());
+    let subjects = subjects(&sink);
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &subjects {
+        *counts.entry(s.as_str()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), N, "lost messages: {counts:?}");
+    let repeated = counts.values().filter(|&&c| c > 1).count();
+    assert!(
+        repeated <= 2,
+        "{repeated} messages sent twice after a kill at {before} delivered: {counts:?}"
+    );
+}

@@ -14,7 +14,8 @@ use crate::spool::{listing, QueueId, Spool};
 const USAGE: &str = "usage: postling COMMAND [options]
 
   serve   [-c FILE]            run the daemon in the foreground
-  flush   [-c FILE]            one delivery pass over the whole queue, then exit
+  flush   [-c FILE] [--due]    one delivery pass over the whole queue (--due: only
+                               what the retry schedule says is due), then exit
   queue   [-c FILE] [--json]   list the queue
   queue   [-c FILE] -d ID|ALL  remove a message (ALL: every message)
   send    [-c FILE] [sendmail options] [RECIPIENT...]

@@ -184,6 +184,21 @@ pub fn config_path(cli: Option<&str>) -> PathBuf {
 }
 
 /// Read and validate a configuration file.
+/// Read a file that holds secrets (`users`, `smarthost_auth`), refusing one that other
+/// users may read. Errors are `FILE: reason`, as for every configuration file.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let reason = |e: std::io::Error| format!("{}: {}", path.display(), crate::time::io_reason(&e));
+    let meta = std::fs::metadata(path).map_err(reason)?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        return Err(format!(
+            "{}: must not be world-readable (chmod o-r)",
+            path.display()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(reason)
+}
+
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         message: format!("{}: {}", path.display(), crate::time::io_reason(&e)),

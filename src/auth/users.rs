@@ -45,19 +45,9 @@ impl Users {
     /// named in the configuration, and running submission without it would refuse
     /// every login.
     pub fn load(path: &Path) -> Result<Users, ConfigError> {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| ConfigError {
-            message: format!("{}: {}", path.display(), crate::time::io_reason(&e)),
-        })?;
         // Password hashes can be cracked offline: others must not read them.
-        if meta.permissions().mode() & 0o004 != 0 {
-            return Err(ConfigError {
-                message: format!("{}: must not be world-readable (chmod o-r)", path.display()),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            message: format!("{}: {}", path.display(), crate::time::io_reason(&e)),
-        })?;
+        let text =
+            crate::config::read_secret_file(path).map_err(|message| ConfigError { message })?;
         Users::parse(path, &text)
     }
 

@@ -12,9 +12,7 @@
 //! - Only NXDOMAIN for the domain and a null MX are permanent DNS results; everything
 //!   else that prevents a connection is transient.
 
-use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 
@@ -62,16 +60,7 @@ pub struct RemoteResult {
 /// Reads `smarthost_auth`: one `user password` line (`#` comments and blank lines
 /// allowed). Refuses a file that others may read: it holds a password in clear.
 pub fn load_smarthost_auth(path: &Path) -> Result<Credentials, String> {
-    let meta = fs::metadata(path)
-        .map_err(|e| format!("{}: {}", path.display(), crate::time::io_reason(&e)))?;
-    if meta.permissions().mode() & 0o004 != 0 {
-        return Err(format!(
-            "{}: must not be world-readable (chmod o-r)",
-            path.display()
-        ));
-    }
-    let text = fs::read_to_string(path)
-        .map_err(|e| format!("{}: {}", path.display(), crate::time::io_reason(&e)))?;
+    let text = crate::config::read_secret_file(path)?;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {

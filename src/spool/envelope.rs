@@ -175,7 +175,8 @@ fn single_line(s: &str) -> String {
 }
 
 /// `%`, space and control characters as `%XX` per UTF-8 byte; everything else as is.
-fn percent_encode(s: &str) -> String {
+/// Shared with the maildrop's drop files.
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c == '%' || c == ' ' || c.is_control() {
@@ -190,7 +191,7 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -32,6 +32,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::envelope::{percent_decode, percent_encode};
 use super::{Envelope, Recipient, Spool};
 
 /// The directory under the spool.
@@ -111,9 +112,9 @@ pub fn submit(spool_root: &Path, drop: &Drop, message: &[u8]) -> io::Result<Path
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
     let result = (|| {
-        let mut head = format!("{VERSION_LINE}\nsender {}\n", encode(&drop.sender));
+        let mut head = format!("{VERSION_LINE}\nsender {}\n", percent_encode(&drop.sender));
         for r in &drop.recipients {
-            head.push_str(&format!("rcpt {}\n", encode(r)));
+            head.push_str(&format!("rcpt {}\n", percent_encode(r)));
         }
         head.push_str(&format!("eightbit {}\ndata\n", u8::from(drop.eight_bit)));
         file.write_all(head.as_bytes())?;
@@ -226,10 +227,6 @@ pub fn pickup(spool: &Spool, hostname: &str, limits: &Limits) -> io::Result<usiz
     Ok(queued)
 }
 
-fn reader_meta(file: &File) -> io::Result<fs::Metadata> {
-    file.metadata()
-}
-
 enum Bad {
     /// Another pass is picking it up.
     Busy,
@@ -267,7 +264,7 @@ fn pickup_one(
         Err(std::fs::TryLockError::Error(e)) => return Err(Bad::Transient(e)),
     }
     // Taken (and unlinked) by another pass between our open and our lock.
-    match reader_meta(&file) {
+    match file.metadata() {
         Ok(m) if m.nlink() > 0 => {}
         _ => return Err(Bad::Busy),
     }
@@ -368,7 +365,7 @@ fn read_header(reader: &mut impl BufRead) -> Result<Drop, Bad> {
         return Err(Bad::Corrupt("not a drop file".into()));
     }
     let sender = match next(reader)?.strip_prefix("sender ") {
-        Some(s) => decode(s).ok_or_else(|| Bad::Corrupt("bad sender".into()))?,
+        Some(s) => percent_decode(s).map_err(Bad::Corrupt)?,
         None => return Err(Bad::Corrupt("no sender line".into())),
     };
     let mut recipients = Vec::new();
@@ -379,7 +376,7 @@ fn read_header(reader: &mut impl BufRead) -> Result<Drop, Bad> {
             if recipients.len() >= MAX_RECIPIENTS {
                 return Err(Bad::Corrupt("too many recipients".into()));
             }
-            recipients.push(decode(r).ok_or_else(|| Bad::Corrupt("bad recipient".into()))?);
+            recipients.push(percent_decode(r).map_err(Bad::Corrupt)?);
         } else if let Some(v) = l.strip_prefix("eightbit ") {
             eight_bit = v == "1";
             break;
@@ -401,36 +398,6 @@ fn read_header(reader: &mut impl BufRead) -> Result<Drop, Bad> {
         recipients,
         eight_bit,
     })
-}
-
-/// Addresses are percent-encoded so that no byte of one can break the line format.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_graphic() && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -562,9 +529,9 @@ mod tests {
     #[test]
     fn header_encoding_round_trips() {
         for s in ["", "a@b", "with space@x", "pct%@x", "ünï@x", "\r\n@x"] {
-            assert_eq!(decode(&encode(s)).as_deref(), Some(s));
+            assert_eq!(percent_decode(&percent_encode(s)).ok().as_deref(), Some(s));
         }
-        assert_eq!(decode("%G1"), None);
-        assert_eq!(decode("%4"), None);
+        assert!(percent_decode("%G1").is_err());
+        assert!(percent_decode("%4").is_err());
     }
 }

@@ -117,50 +117,7 @@ impl Daemon {
 
     /// Starts (or restarts) the binary on the same directory and waits for its banner.
     pub fn spawn(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open log");
-        let child = Command::new(BIN)
-            .args(["serve", "-c"])
-            .arg(&self.config)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn postling serve");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                let mut buf = [0u8; 512];
-                if let Ok(n) = s.read(&mut buf) {
-                    if buf[..n].starts_with(b"220 ") {
-                        let _ = s.write_all(b"QUIT\r\n");
-                        return;
-                    }
-                }
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "postling serve exited early ({status}); log:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "postling serve did not answer; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.spawn_env(&[]);
     }
 
     pub fn log_path(&self) -> PathBuf {

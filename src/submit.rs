@@ -74,14 +74,7 @@ fn invoking_user() -> (String, Option<String>) {
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
     let name = directory::user_name(uid).unwrap_or_else(|| format!("uid{uid}"));
-    let gecos = std::fs::read_to_string("/etc/passwd").ok().and_then(|t| {
-        t.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 4 && f[0] == name)
-                .then(|| f[4].split(',').next().unwrap_or("").trim().to_string())
-                .filter(|g| !g.is_empty())
-        })
-    });
+    let gecos = directory::full_name(&name);
     (name, gecos)
 }
 

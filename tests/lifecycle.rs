@@ -27,7 +27,9 @@ fn kill_9_right_after_250_keeps_the_message_for_a_restart() {
     let id = send_one(&d, "friend@remote.example");
     // No QUIT, no grace: the process dies the instant after the reply.
     d.signal("KILL");
-    assert!(d.wait_exit(Duration::from_secs(5)).is_none() || !d.is_running());
+    // Killed by a signal: no exit code, and the process is gone.
+    assert_eq!(d.wait_exit(Duration::from_secs(5)), None);
+    assert!(!d.is_running(), "serve survived SIGKILL");
     let queue = d.queue();
     assert_eq!(queue.len(), 1, "{queue:?}");
     assert!(queue[0].contains(&id));

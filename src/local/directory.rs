@@ -41,37 +41,40 @@ impl Directory {
     }
 }
 
-/// The uid and gid of system user `name` from the passwd file, if it has one.
-pub fn system_user_ids(passwd: &Path, name: &str) -> Option<(u32, u32)> {
+/// The first passwd line whose fields satisfy `pick`, as its fields
+/// (name, password, uid, gid, GECOS, home, shell).
+fn passwd_entry(passwd: &Path, pick: impl Fn(&[&str]) -> bool) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(passwd).ok()?;
     text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        if f.next()? != name {
-            return None;
-        }
-        let _password = f.next()?;
-        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        let f: Vec<&str> = l.split(':').collect();
+        pick(&f).then(|| f.iter().map(|s| s.to_string()).collect())
     })
+}
+
+/// The uid and gid of system user `name` from the passwd file, if it has one.
+pub fn system_user_ids(passwd: &Path, name: &str) -> Option<(u32, u32)> {
+    let f = passwd_entry(passwd, |f| f.first() == Some(&name))?;
+    Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
 }
 
 /// The user name of `uid` in /etc/passwd, if any.
 pub fn user_name(uid: u32) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        let _password = f.next()?;
-        (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_string())
-    })
+    let uid = uid.to_string();
+    let f = passwd_entry(Path::new("/etc/passwd"), |f| {
+        f.get(2) == Some(&uid.as_str())
+    })?;
+    f.into_iter().next()
+}
+
+/// The full name of user `name` (the first GECOS field) in /etc/passwd, if set.
+pub fn full_name(name: &str) -> Option<String> {
+    let f = passwd_entry(Path::new("/etc/passwd"), |f| f.first() == Some(&name))?;
+    let gecos = f.get(4)?.split(',').next().unwrap_or("").trim().to_string();
+    (!gecos.is_empty()).then_some(gecos)
 }
 
 fn system_user_exists(passwd: &Path, name: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(passwd) else {
-        return false;
-    };
-    text.lines()
-        .filter_map(|l| l.split(':').next())
-        .any(|user| user == name)
+    passwd_entry(passwd, |f| f.first() == Some(&name)).is_some()
 }
 
 #[cfg(test)]
